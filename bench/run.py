@@ -1,0 +1,372 @@
+"""`make bench`: our RPCs against a bare grpc.aio server, on SQLite and PostgreSQL.
+
+    python -m bench.run [--duration 10] [--databases sqlite,postgres] [--out FILE]
+
+For each database it starts, as separate processes: the bare server (grpc.health.v1 only), a
+fake SMS gateway, a fake service.nalog.ru and `onboarding serve`. It drives each with the same
+closed-loop load (client processes × callers), and prints RPS, p50, p99 and the server's peak
+RSS, with each RPS as a ratio to the bare server's in the same run. Ratios, not absolute
+numbers, are what carry from one machine to another.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from bench.load import PERSON, Plan, run_plan
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+POSTGRES_ADMIN = os.environ.get(
+    "ONBOARDING_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
+)
+RPCS = ["CreateAgreement", "ConfirmOtp", "GetAgreement", "FindInn (cached)"]
+#: Issue 7's targets: RPS as a share of the bare server's, per database.
+TARGETS = {
+    "sqlite": {
+        "GetAgreement": 0.5,
+        "FindInn (cached)": 0.5,
+        "CreateAgreement": 0.3,
+        "ConfirmOtp": 0.3,
+    },
+    "postgres": {
+        "GetAgreement": 0.35,
+        "FindInn (cached)": 0.35,
+        "CreateAgreement": 0.2,
+        "ConfirmOtp": 0.2,
+    },
+}
+POOL = 2000
+
+
+@dataclass
+class Row:
+    database: str
+    rpc: str
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    errors: dict[str, int]
+    peak_rss_mb: float
+    ratio: float | None = None
+    target: float | None = None
+    met: bool | None = None
+
+
+@dataclass
+class Config:
+    duration: float
+    warmup: float
+    processes: int
+    callers: int
+    databases: list[str]
+    out: Path
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start(
+    args: list[str], env: dict[str, str] | None = None, log: Path | None = None
+) -> subprocess.Popen[str]:
+    out = open(log, "w") if log else subprocess.DEVNULL
+    return subprocess.Popen(
+        args,
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE if log is None else out,
+        stderr=out,
+        text=True,
+    )
+
+
+def wait_ready(process: subprocess.Popen[str]) -> None:
+    assert process.stdout is not None
+    line = process.stdout.readline()
+    if "ready" not in line and "fake service.nalog.ru" not in line:
+        raise RuntimeError(f"did not start: {line!r}")
+
+
+def wait_serving(address: str, timeout: float = 30) -> None:
+    channel = grpc.insecure_channel(address)
+    try:
+        grpc.channel_ready_future(channel).result(timeout=timeout)
+    finally:
+        channel.close()
+
+
+def stop(process: subprocess.Popen[str]) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def measure(
+    config: Config, address: str, rpc: str, **data: Any
+) -> tuple[float, float, float, dict[str, int]]:
+    plan = Plan(
+        address=address,
+        rpc=rpc,
+        callers=config.callers,
+        warmup=config.warmup,
+        duration=config.duration,
+        references=data.get("references", []),
+        confirmations=data.get("confirmations", []),
+    )
+    with ProcessPoolExecutor(config.processes, mp_context=get_context("spawn")) as pool:
+        results = list(pool.map(run_plan, [plan] * config.processes))
+    latencies = sorted(x for r in results for x in r["latencies"])
+    errors: dict[str, int] = {}
+    for r in results:
+        for code, count in r["errors"].items():
+            errors[code] = errors.get(code, 0) + count
+    if not latencies:
+        return 0.0, 0.0, 0.0, errors
+    rps = len(latencies) / config.duration
+    p50 = latencies[len(latencies) // 2] * 1000
+    p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000
+    return rps, p50, p99, errors
+
+
+def bare(config: Config) -> Row:
+    port = free_port()
+    server = start([sys.executable, "-m", "bench.bare_server", str(port)])
+    try:
+        wait_ready(server)
+        rps, p50, p99, errors = measure(config, f"127.0.0.1:{port}", "Health/Check")
+        return Row("-", "Health/Check (bare)", rps, p50, p99, errors, peak_rss_mb(server.pid))
+    finally:
+        stop(server)
+
+
+async def _create_postgres_database() -> str:
+    import asyncpg
+
+    name = f"onboarding_bench_{secrets.token_hex(4)}"
+    conn = await asyncpg.connect(POSTGRES_ADMIN)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    base = POSTGRES_ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://")
+    return f"{base}/{name}"
+
+
+async def _drop_postgres_database(url: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(POSTGRES_ADMIN)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[1]}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+def prepare(address: str, sink_port: int) -> tuple[list[str], list[tuple[str, str]]]:
+    """A pool of agreements with their codes, and the INN answer stored for PERSON."""
+    from onboarding.agreement.v1 import agreement_pb2 as apb
+    from onboarding.agreement.v1 import agreement_pb2_grpc as agrpc
+    from onboarding.inn.v1 import inn_pb2 as ipb
+    from onboarding.inn.v1 import inn_pb2_grpc as igrpc
+
+    async def run() -> tuple[list[str], dict[str, str]]:
+        async with grpc.aio.insecure_channel(address) as channel:
+            stub = agrpc.AgreementServiceStub(channel)
+            phones = [f"+7903{n:07d}" for n in random.sample(range(10**7), POOL)]
+            slots = asyncio.Semaphore(32)
+
+            async def create(phone: str) -> tuple[str, str]:
+                async with slots:
+                    reply = await stub.CreateAgreement(
+                        apb.CreateAgreementRequest(id_hash="bench-pool", phone=phone)
+                    )
+                    return reply.agreement.reference, phone
+
+            made = await asyncio.gather(*(create(p) for p in phones))
+            inn = igrpc.InnServiceStub(channel)
+            found = await inn.FindInn(ipb.FindInnRequest(request_id="bench-warm", **PERSON))
+            assert found.lookup.status == ipb.INN_LOOKUP_STATUS_FOUND, found
+            return [r for r, _ in made], dict(made)
+
+    references, phone_of = asyncio.run(run())
+    deadline = time.monotonic() + 60
+    while True:
+        with urllib.request.urlopen(f"http://127.0.0.1:{sink_port}/codes") as reply:
+            codes = json.loads(reply.read())
+        if all(phone_of[r] in codes for r in references) or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    return references, [(r, codes[phone_of[r]]) for r in references if phone_of[r] in codes]
+
+
+@dataclass
+class Stack:
+    address: str
+    sink_port: int
+    server: subprocess.Popen[str]
+
+
+@contextmanager
+def serving(database: str, work: Path, extra_env: dict[str, str] | None = None) -> Iterator[Stack]:
+    """`onboarding serve` on a new database of the kind, with a fake SMS gateway and a fake
+    service.nalog.ru, each a process of its own; all stopped (and the database dropped) after."""
+    if database == "sqlite":
+        url = f"sqlite+aiosqlite:///{work / f'{database}-{secrets.token_hex(3)}.db'}"
+    else:
+        url = asyncio.run(_create_postgres_database())
+    sink_port, nalog_port, port = free_port(), free_port(), free_port()
+    sink = start([sys.executable, "-m", "bench.sms_sink", str(sink_port)])
+    nalog = start([sys.executable, "-m", "tests.fakes.nalog", "--port", str(nalog_port)])
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("ONBOARDING_")},
+        "ONBOARDING_DATABASE_URL": url,
+        "ONBOARDING_SECRET_KEY": "bench-secret-key-0123456789abcdef",
+        "ONBOARDING_GRPC_PORT": str(port),
+        "ONBOARDING_SMS_GATEWAY_URL": f"http://127.0.0.1:{sink_port}/sms",
+        "ONBOARDING_NALOG_BASE_URL": f"http://127.0.0.1:{nalog_port}",
+        "ONBOARDING_NALOG_MAX_RPS": "100",
+        "ONBOARDING_NALOG_POLL_INTERVAL_SECONDS": "0.01",
+        "ONBOARDING_METRICS_PORT": "0",
+        "ONBOARDING_LOG_FORMAT": "json",
+        "ONBOARDING_OTP_MAX_SENDS_PER_PHONE_PER_HOUR": "1000",
+        **(extra_env or {}),
+    }
+    server = None
+    try:
+        wait_ready(sink)
+        wait_ready(nalog)
+        migrated = subprocess.run(
+            [str(BIN / "onboarding"), "migrate"],
+            cwd=work,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if migrated.returncode:
+            raise RuntimeError(migrated.stderr)
+        server = start(
+            [str(BIN / "onboarding"), "serve"], env=env, log=work / f"server-{database}.log"
+        )
+        address = f"127.0.0.1:{port}"
+        wait_serving(address)
+        yield Stack(address, sink_port, server)
+    finally:
+        if server is not None:
+            stop(server)
+        stop(sink)
+        stop(nalog)
+        if database == "postgres":
+            asyncio.run(_drop_postgres_database(url))
+
+
+def ours(config: Config, database: str, work: Path) -> list[Row]:
+    with serving(database, work, config.extra_env) as stack:
+        references, confirmations = prepare(stack.address, stack.sink_port)
+        rows = []
+        for rpc in RPCS:
+            rps, p50, p99, errors = measure(
+                config, stack.address, rpc, references=references, confirmations=confirmations
+            )
+            rows.append(Row(database, rpc, rps, p50, p99, errors, peak_rss_mb(stack.server.pid)))
+        return rows
+
+
+def table(rows: list[Row]) -> str:
+    lines = [
+        f"{'database':<9} {'rpc':<20} {'rps':>8} {'ratio':>6} {'target':>6} {'p50 ms':>7} "
+        f"{'p99 ms':>7} {'rss MB':>7} errors",
+    ]
+    for r in rows:
+        ratio = f"{r.ratio:.2f}" if r.ratio is not None else "1.00"
+        target = f"{r.target:.2f}" if r.target is not None else ""
+        mark = "" if r.met is None else (" ok" if r.met else " MISSED")
+        lines.append(
+            f"{r.database:<9} {r.rpc:<20} {r.rps:>8.0f} {ratio:>6} {target:>6} {r.p50_ms:>7.2f} "
+            f"{r.p99_ms:>7.2f} {r.peak_rss_mb:>7.1f} {r.errors or ''}{mark}"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--duration", type=float, default=10.0)
+    parser.add_argument("--warmup", type=float, default=2.0)
+    parser.add_argument("--processes", type=int, default=2)
+    parser.add_argument("--callers", type=int, default=32)
+    parser.add_argument("--databases", default="sqlite,postgres")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "latest.json")
+    args = parser.parse_args(argv)
+    config = Config(
+        args.duration,
+        args.warmup,
+        args.processes,
+        args.callers,
+        args.databases.split(","),
+        args.out,
+    )
+    rows: list[Row] = []
+    with tempfile.TemporaryDirectory(prefix="onboarding-bench-") as tmp:
+        for database in config.databases:
+            floor = bare(config)
+            rows.append(floor)
+            for row in ours(config, database, Path(tmp)):
+                row.ratio = row.rps / floor.rps if floor.rps else 0.0
+                row.target = TARGETS[database][row.rpc]
+                row.met = row.ratio >= row.target and not row.errors
+                rows.append(row)
+            print(table(rows), flush=True)
+            print(flush=True)
+    config.out.parent.mkdir(parents=True, exist_ok=True)
+    report = {
+        "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
+        "load": {
+            "processes": config.processes,
+            "callers": config.callers,
+            "duration": config.duration,
+        },
+        "rows": [asdict(r) for r in rows],
+    }
+    config.out.write_text(json.dumps(report, indent=2, ensure_ascii=False))
+    print(f"written to {config.out}")
+    return 0 if all(r.met is not False for r in rows) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,3 @@
+from onboarding.entrypoints.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Persistence: SQLAlchemy Core over aiosqlite (embedded default) or asyncpg (production)."""

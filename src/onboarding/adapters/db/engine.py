@@ -1,0 +1,72 @@
+"""Engines for both databases, set up for concurrency.
+
+SQLite: one connection called inline (see inline_sqlite), WAL (readers never block the
+writer), a busy timeout, and write transactions opened with ``BEGIN IMMEDIATE`` so they take the
+write lock up front; a deferred transaction that reads and then tries to write can fail with
+SQLITE_BUSY on the upgrade, which no timeout resolves.
+PostgreSQL: asyncpg with timeouts, so an unreachable database answers instead of hanging.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import create_engine as sa_create_engine
+from sqlalchemy import event, make_url
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import ConnectionPoolEntry
+
+from onboarding.adapters.db.inline_sqlite import InlineEngine
+
+#: Execution option naming how a SQLite transaction begins (``DEFERRED`` or ``IMMEDIATE``).
+SQLITE_BEGIN = "sqlite_begin"
+
+
+def create_engine(
+    url: str, *, timeout: float = 5.0, pool_size: int = 10
+) -> AsyncEngine | InlineEngine:
+    if url.startswith("sqlite"):
+        return _sqlite_engine(url, timeout=timeout, pool_size=pool_size)
+    return create_async_engine(
+        url,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_timeout=timeout,
+        pool_pre_ping=False,
+        pool_recycle=1800,
+        connect_args={
+            "timeout": timeout,
+            "command_timeout": timeout,
+            "server_settings": {"application_name": "onboarding"},
+        },
+    )
+
+
+def _sqlite_engine(url: str, *, timeout: float, pool_size: int) -> InlineEngine:
+    # The URL names aiosqlite (the contract's spelling); the work is done by the standard
+    # sqlite3 module, inline (see inline_sqlite).
+    sync_url = make_url(url).set(drivername="sqlite+pysqlite")
+    engine = sa_create_engine(sync_url, connect_args={"timeout": timeout})
+    busy_ms = int(timeout * 1000)
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
+        # Take transaction control away from the sqlite3 module; "begin" below emits BEGIN.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        for pragma in (
+            "journal_mode=WAL",
+            "synchronous=NORMAL",
+            f"busy_timeout={busy_ms}",
+            "foreign_keys=ON",
+        ):
+            cursor.execute(f"PRAGMA {pragma}")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Connection) -> None:
+        mode = connection.get_execution_options().get(SQLITE_BEGIN, "DEFERRED")
+        connection.exec_driver_sql(f"BEGIN {mode}")
+
+    return InlineEngine(engine)

@@ -1,0 +1,45 @@
+"""Database exceptions translated into what the service layer understands."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from sqlalchemy import exc as sa_exc
+
+from onboarding.service_layer.errors import BackendUnavailable, WriteConflict
+
+_UNIQUE_MARKERS = ("unique", "duplicate key")
+
+
+def translate(error: BaseException) -> BaseException | None:
+    """The service-layer error for a database failure, or None when it is not one of ours."""
+    if isinstance(error, sa_exc.IntegrityError) and any(
+        marker in str(error.orig).lower() for marker in _UNIQUE_MARKERS
+    ):
+        return WriteConflict(type(error.orig).__name__)
+    if isinstance(
+        error,
+        sa_exc.OperationalError
+        | sa_exc.InterfaceError
+        | sa_exc.TimeoutError
+        | TimeoutError
+        | ConnectionError
+        | OSError,
+    ):
+        return BackendUnavailable()
+    if isinstance(error, sa_exc.DBAPIError) and error.connection_invalidated:
+        return BackendUnavailable()
+    return None
+
+
+@contextmanager
+def database_errors() -> Iterator[None]:
+    """Raises the service-layer error for a database failure inside the block."""
+    try:
+        yield
+    except Exception as error:
+        translated = translate(error)
+        if translated is None:
+            raise
+        raise translated from error

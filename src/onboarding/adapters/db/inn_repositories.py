@@ -1,0 +1,208 @@
+"""Repositories of the INN lookup, over the unit of work's connection.
+
+The person's job row is the lock that orders everything about one person: starting a lookup
+upserts it (which locks it) and recording an answer updates or deletes it first. So a lookup
+that joins a job is either committed before the answer is recorded (and receives it) or sees
+the job gone and its answer stored.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy import and_, bindparam, delete, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from onboarding.adapters.crypto import Sealer
+from onboarding.adapters.db.tables import inn_jobs, inn_lookups, inn_results, upstream_pauses
+from onboarding.domain.inn import InnLookup, LookupStatus, PersonData, StoredAnswer
+
+_PENDING = LookupStatus.PENDING.value
+# The hot statements (every FindInn), built once; values bound at execution.
+_LOOKUP = select(inn_lookups).where(inn_lookups.c.request_id == bindparam("request_id"))
+_INSERT_LOOKUP = insert(inn_lookups)
+_STORED = select(inn_results.c.status, inn_results.c.inn, inn_results.c.expire_time).where(
+    inn_results.c.person_key == bindparam("person_key")
+)
+
+
+def dialect_insert(conn: AsyncConnection) -> Any:
+    return postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+
+
+def lookup_from_row(row: Any) -> InnLookup:
+    return InnLookup(
+        request_id=row.request_id,
+        person_key=row.person_key,
+        status=LookupStatus(row.status),
+        create_time=row.create_time,
+        inn=row.inn,
+        cached=row.cached,
+        details=row.details,
+        attempts=row.attempts,
+        finish_time=row.finish_time,
+    )
+
+
+def seal_person(sealer: Sealer, person_key: bytes, person: PersonData) -> bytes:
+    fields = {
+        "last_name": person.last_name,
+        "first_name": person.first_name,
+        "middle_name": person.middle_name,
+        "birth_date": person.birth_date.isoformat(),
+        "document_serial": person.document_serial,
+        "document_number": person.document_number,
+        "document_date": person.document_date.isoformat(),
+    }
+    return sealer.seal(json.dumps(fields, ensure_ascii=False).encode(), person_key)
+
+
+def open_person(sealer: Sealer, person_key: bytes, sealed: bytes) -> PersonData:
+    fields = json.loads(sealer.open(sealed, person_key))
+    return PersonData(
+        last_name=fields["last_name"],
+        first_name=fields["first_name"],
+        middle_name=fields["middle_name"],
+        birth_date=date.fromisoformat(fields["birth_date"]),
+        document_serial=fields["document_serial"],
+        document_number=fields["document_number"],
+        document_date=date.fromisoformat(fields["document_date"]),
+    )
+
+
+class SqlInnLookupRepository:
+    def __init__(self, conn: AsyncConnection) -> None:
+        self._conn = conn
+        #: People whose lookups this transaction finished: their waiters are woken on commit.
+        self.finished_people: set[bytes] = set()
+
+    async def get(self, request_id: str) -> InnLookup | None:
+        row = (await self._conn.execute(_LOOKUP, {"request_id": request_id})).one_or_none()
+        return lookup_from_row(row) if row is not None else None
+
+    async def add(self, lookup: InnLookup) -> None:
+        await self._conn.execute(
+            _INSERT_LOOKUP,
+            {
+                "request_id": lookup.request_id,
+                "person_key": lookup.person_key,
+                "status": lookup.status.value,
+                "inn": lookup.inn,
+                "cached": lookup.cached,
+                "details": lookup.details,
+                "attempts": lookup.attempts,
+                "create_time": lookup.create_time,
+                "finish_time": lookup.finish_time,
+            },
+        )
+
+    async def finish_pending(
+        self,
+        person_key: bytes,
+        *,
+        status: LookupStatus,
+        inn: str | None,
+        details: str,
+        attempts: int,
+        now: datetime,
+    ) -> None:
+        await self._conn.execute(
+            update(inn_lookups)
+            .where(inn_lookups.c.person_key == person_key, inn_lookups.c.status == _PENDING)
+            .values(
+                status=status.value, inn=inn, details=details, attempts=attempts, finish_time=now
+            )
+        )
+        self.finished_people.add(person_key)
+
+
+class SqlInnJobRepository:
+    def __init__(self, conn: AsyncConnection, sealer: Sealer) -> None:
+        self._conn = conn
+        self._sealer = sealer
+        self.started = 0
+
+    async def join_or_start(self, person_key: bytes, person: PersonData, now: datetime) -> None:
+        """The person's job, made if missing and locked either way, in one statement."""
+        stmt = dialect_insert(self._conn)(inn_jobs).values(
+            person_key=person_key,
+            person_sealed=seal_person(self._sealer, person_key, person),
+            attempts=0,
+            details="waiting for service.nalog.ru",
+            next_attempt_time=now,
+            create_time=now,
+        )
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[inn_jobs.c.person_key],
+            set_={"person_key": stmt.excluded.person_key},
+        )
+        await self._conn.execute(stmt)
+        self.started += 1
+
+    async def reschedule(
+        self, person_key: bytes, next_attempt_time: datetime, details: str
+    ) -> None:
+        await self._conn.execute(
+            update(inn_jobs)
+            .where(inn_jobs.c.person_key == person_key)
+            .values(next_attempt_time=next_attempt_time, lease_expire_time=None, details=details)
+        )
+
+    async def remove(self, person_key: bytes) -> None:
+        """Ends the job, and with it the only stored copy of the passport data."""
+        await self._conn.execute(delete(inn_jobs).where(inn_jobs.c.person_key == person_key))
+
+
+class SqlInnResultRepository:
+    def __init__(self, conn: AsyncConnection) -> None:
+        self._conn = conn
+
+    async def get(self, person_key: bytes) -> StoredAnswer | None:
+        row = (await self._conn.execute(_STORED, {"person_key": person_key})).one_or_none()
+        if row is None:
+            return None
+        return StoredAnswer(LookupStatus(row.status), row.inn, row.expire_time)
+
+    async def put(
+        self,
+        person_key: bytes,
+        *,
+        status: LookupStatus,
+        inn: str | None,
+        now: datetime,
+        expire_time: datetime,
+    ) -> None:
+        values = {"status": status.value, "inn": inn, "fetch_time": now, "expire_time": expire_time}
+        stmt = dialect_insert(self._conn)(inn_results).values(person_key=person_key, **values)
+        await self._conn.execute(
+            stmt.on_conflict_do_update(index_elements=[inn_results.c.person_key], set_=values)
+        )
+
+
+class SqlUpstreamPauses:
+    def __init__(self, conn: AsyncConnection) -> None:
+        self._conn = conn
+
+    async def pause(self, upstream: str, until: datetime) -> None:
+        """Pauses calls to ``upstream`` until ``until`` (never shortens a longer pause)."""
+        stmt = dialect_insert(self._conn)(upstream_pauses).values(
+            upstream=upstream, pause_until=until
+        )
+        await self._conn.execute(
+            stmt.on_conflict_do_update(
+                index_elements=[upstream_pauses.c.upstream],
+                set_={"pause_until": stmt.excluded.pause_until},
+                where=upstream_pauses.c.pause_until < stmt.excluded.pause_until,
+            )
+        )
+
+
+def pending_join() -> Any:
+    """lookups LEFT JOIN their person's job, for the progress of a pending lookup."""
+    return inn_lookups.outerjoin(
+        inn_jobs,
+        and_(inn_jobs.c.person_key == inn_lookups.c.person_key, inn_lookups.c.status == _PENDING),
+    )

@@ -1,0 +1,138 @@
+"""The relay side of the outbox: claim due messages under a lease, record how each ended.
+
+A claim is one statement. On PostgreSQL ``FOR UPDATE SKIP LOCKED`` lets several relays (in
+several processes or hosts) claim disjoint batches; the lease lets another relay take over a
+message whose relay died before it recorded the outcome.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from uuid import UUID
+
+from cryptography.exceptions import InvalidTag
+from sqlalchemy import bindparam, func, select, update
+
+from onboarding.adapters.db.engine import SQLITE_BEGIN
+from onboarding.adapters.db.errors import database_errors
+from onboarding.adapters.db.leases import LeasedStore, claim_statement
+from onboarding.adapters.db.tables import agreements, outbox_messages
+from onboarding.domain.agreement import DeliveryStatus
+from onboarding.service_layer.outbox_relay import DeliveryOutcome
+
+_QUEUED = DeliveryStatus.QUEUED.value
+_CLAIM = claim_statement(
+    outbox_messages,
+    outbox_messages.c.message_id,
+    outbox_messages.c.status == _QUEUED,
+    returning=[
+        outbox_messages.c.message_id,
+        outbox_messages.c.agreement_reference,
+        outbox_messages.c.attempts,
+        outbox_messages.c.payload_sealed,
+    ],
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedSms:
+    message_id: UUID
+    agreement_reference: UUID
+    attempts: int
+    #: None when the payload cannot be opened (the secret key changed): it can never be sent.
+    phone_e164: str | None = field(repr=False)
+    text: str | None = field(repr=False)
+
+
+class SqlOutboxStore(LeasedStore):
+    async def claim(self, limit: int) -> list[ClaimedSms]:
+        rows = await self._claim(_CLAIM, limit)
+        return [self._open(row) for row in rows]
+
+    async def record(self, outcomes: Sequence[DeliveryOutcome]) -> None:
+        if not outcomes:
+            return
+        now = self._clock()
+        t = outbox_messages
+        finished = [o for o in outcomes if o.final_status is not None]
+        retried = [o for o in outcomes if o.final_status is None]
+        with database_errors():
+            async with self._engine.connect() as conn:
+                await conn.execution_options(**{SQLITE_BEGIN: "IMMEDIATE"})
+                async with conn.begin():
+                    if finished:
+                        params = [
+                            {"mid": o.message_id, "st": o.final_status.value, "err": o.detail}
+                            for o in finished
+                            if o.final_status is not None
+                        ]
+                        await conn.execute(
+                            update(t)
+                            .where(t.c.message_id == bindparam("mid"), t.c.status == _QUEUED)
+                            .values(
+                                status=bindparam("st"),
+                                payload_sealed=None,
+                                lease_expire_time=None,
+                                finish_time=now,
+                                last_error=bindparam("err"),
+                            ),
+                            params,
+                        )
+                        # Only where the outbox row holds this outcome: a relay that outlived
+                        # its lease must not overwrite what the relay after it recorded.
+                        recorded = (
+                            select(t.c.message_id)
+                            .where(
+                                t.c.message_id == bindparam("mid"), t.c.status == bindparam("st")
+                            )
+                            .exists()
+                        )
+                        await conn.execute(
+                            update(agreements)
+                            .where(agreements.c.otp_message_id == bindparam("mid"), recorded)
+                            .values(otp_delivery_status=bindparam("st")),
+                            params,
+                        )
+                    if retried:
+                        await conn.execute(
+                            update(t)
+                            .where(t.c.message_id == bindparam("mid"), t.c.status == _QUEUED)
+                            .values(
+                                lease_expire_time=None,
+                                next_attempt_time=bindparam("at"),
+                                last_error=bindparam("err"),
+                            ),
+                            [
+                                {"mid": o.message_id, "at": o.retry_time, "err": o.detail}
+                                for o in retried
+                            ],
+                        )
+
+    async def backlog(self) -> tuple[int, datetime | None]:
+        """How many messages wait, and since when the oldest does."""
+        t = outbox_messages
+        stmt = select(func.count(), func.min(t.c.create_time)).where(t.c.status == _QUEUED)
+        async with self._engine.connect() as conn:
+            count, oldest = (await conn.execute(stmt)).one()
+        return int(count), oldest
+
+    def _open(self, row: object) -> ClaimedSms:
+        message_id: UUID = row.message_id  # type: ignore[attr-defined]
+        phone = text = None
+        sealed = row.payload_sealed  # type: ignore[attr-defined]
+        if sealed is not None:
+            try:
+                payload = json.loads(self._sealer.open(sealed, message_id.bytes))
+                phone, text = payload["phone"], payload["text"]
+            except (InvalidTag, ValueError, KeyError):
+                pass
+        return ClaimedSms(
+            message_id=message_id,
+            agreement_reference=row.agreement_reference,  # type: ignore[attr-defined]
+            attempts=row.attempts,  # type: ignore[attr-defined]
+            phone_e164=phone,
+            text=text,
+        )

@@ -1,0 +1,60 @@
+"""Read-only queries for the read model: no lock, one statement each."""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+from sqlalchemy import Uuid, bindparam, select, text, tuple_
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from onboarding.adapters.db.errors import database_errors
+from onboarding.adapters.db.mapping import agreement_from_row
+from onboarding.adapters.db.tables import agreements
+from onboarding.adapters.db.types import UtcDateTime
+from onboarding.domain.agreement import Agreement
+from onboarding.service_layer.views import PageCursor
+
+_COLUMNS = [c for c in agreements.c if c.name != "phone_sealed"]
+# Built once; values are bound at execution (see repositories).
+_BY_REFERENCE = select(*_COLUMNS).where(agreements.c.reference == bindparam("reference"))
+_BY_CLIENT = (
+    select(*_COLUMNS)
+    .where(agreements.c.id_hash == bindparam("id_hash"))
+    .order_by(agreements.c.create_time.desc(), agreements.c.reference.desc())
+    .limit(bindparam("limit"))
+)
+_BY_CLIENT_AFTER = _BY_CLIENT.where(
+    tuple_(agreements.c.create_time, agreements.c.reference)
+    < tuple_(bindparam("after_time", type_=UtcDateTime), bindparam("after_reference", type_=Uuid))
+)
+_PING = text("SELECT 1")
+
+
+class SqlAgreementReader:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+
+    async def get(self, reference: UUID) -> Agreement | None:
+        with database_errors():
+            async with self._engine.connect() as conn:
+                row = (await conn.execute(_BY_REFERENCE, {"reference": reference})).one_or_none()
+        return agreement_from_row(row) if row is not None else None
+
+    async def list_by_client(
+        self, id_hash: str, limit: int, after: PageCursor | None
+    ) -> list[Agreement]:
+        params: dict[str, object] = {"id_hash": id_hash, "limit": limit}
+        stmt = _BY_CLIENT
+        if after is not None:
+            stmt = _BY_CLIENT_AFTER
+            params.update(after_time=after.create_time, after_reference=after.reference)
+        with database_errors():
+            async with self._engine.connect() as conn:
+                rows = (await conn.execute(stmt, params)).all()
+        return [agreement_from_row(row) for row in rows]
+
+    async def ping(self) -> None:
+        """Raises unless the database answers a trivial query."""
+        with database_errors():
+            async with self._engine.connect() as conn:
+                await conn.execute(_PING)

@@ -1,0 +1,168 @@
+"""Repositories over one connection inside one transaction (see ``unit_of_work``).
+
+Writes lock the rows they will change (``SELECT … FOR UPDATE`` on PostgreSQL; on SQLite the
+transaction began IMMEDIATE and holds the database's write lock), so rules such as "three tries
+per code" hold under concurrent calls: the check and the write see one consistent row.
+
+Statements are built once, with bind parameters, and given their values at execution: SQLAlchemy
+then finds the compiled form in its cache instead of rebuilding and re-keying a statement with
+the values baked in on every call.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID
+
+from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from onboarding.adapters.crypto import Sealer
+from onboarding.adapters.db.mapping import agreement_from_row, agreement_to_row
+from onboarding.adapters.db.tables import agreements, outbox_messages, phone_send_quotas
+from onboarding.domain.agreement import Agreement, DeliveryStatus
+from onboarding.domain.phone import PhoneNumber
+from onboarding.domain.quota import PhoneSendQuota
+from onboarding.service_layer.unit_of_work import OutgoingSms
+
+_INSERT_AGREEMENT = insert(agreements)
+_LOCK_BY_REFERENCE = (
+    select(agreements).where(agreements.c.reference == bindparam("key")).with_for_update()
+)
+_LOCK_BY_REQUEST_ID = (
+    select(agreements).where(agreements.c.request_id == bindparam("key")).with_for_update()
+)
+_UPDATE_AGREEMENT = update(agreements).where(agreements.c.reference == bindparam("key"))
+
+
+def _quota_upsert(dialect_insert: Any) -> Any:
+    """An upsert that changes nothing: it creates the row when missing and, either way, locks
+    it until the transaction ends, in one statement."""
+    stmt = dialect_insert(phone_send_quotas).values(phone_mac=bindparam("phone_mac"), send_times="")
+    return stmt.on_conflict_do_update(
+        index_elements=[phone_send_quotas.c.phone_mac],
+        set_={"phone_mac": stmt.excluded.phone_mac},
+    ).returning(phone_send_quotas.c.send_times)
+
+
+_LOCK_QUOTA = {
+    "postgresql": _quota_upsert(postgresql.insert),
+    "sqlite": _quota_upsert(sqlite.insert),
+}
+_UPDATE_QUOTA = update(phone_send_quotas).where(phone_send_quotas.c.phone_mac == bindparam("key"))
+_INSERT_OUTBOX = insert(outbox_messages)
+
+
+class SqlAgreementRepository:
+    """Keeps each loaded agreement with the row it came from; ``flush`` writes what changed."""
+
+    def __init__(self, conn: AsyncConnection, sealer: Sealer) -> None:
+        self._conn = conn
+        self._sealer = sealer
+        #: Each agreement with its row as last read or written; None until it is inserted.
+        self._tracked: dict[UUID, tuple[Agreement, dict[str, Any] | None]] = {}
+
+    @property
+    def seen(self) -> Iterator[Agreement]:
+        return (agreement for agreement, _ in list(self._tracked.values()))
+
+    async def add(self, agreement: Agreement) -> None:
+        # Inserted at flush, so that the first code issued in the same transaction goes into
+        # the one INSERT instead of an INSERT and an UPDATE.
+        self._tracked[agreement.reference] = (agreement, None)
+
+    async def get_for_update(self, reference: UUID) -> Agreement | None:
+        if reference in self._tracked:
+            return self._tracked[reference][0]
+        return await self._load(_LOCK_BY_REFERENCE, reference)
+
+    async def get_by_request_id_for_update(self, request_id: str) -> Agreement | None:
+        return await self._load(_LOCK_BY_REQUEST_ID, request_id)
+
+    async def flush(self) -> None:
+        for reference, (agreement, loaded) in list(self._tracked.items()):
+            row = agreement_to_row(agreement)
+            if loaded is None:
+                sealed = None
+                if agreement.phone is not None:
+                    sealed = self._sealer.seal(agreement.phone.e164.encode(), reference.bytes)
+                await self._conn.execute(_INSERT_AGREEMENT, {**row, "phone_sealed": sealed})
+                self._tracked[reference] = (agreement, {**row, "phone_sealed": sealed})
+                continue
+            changed = {key: value for key, value in row.items() if loaded[key] != value}
+            if agreement.phone is None and loaded["phone_sealed"] is not None:
+                changed["phone_sealed"] = None
+            if changed:
+                await self._conn.execute(_UPDATE_AGREEMENT, {"key": reference, **changed})
+                loaded.update(changed)
+
+    async def _load(self, statement: Any, key: object) -> Agreement | None:
+        result = await self._conn.execute(statement, {"key": key})
+        found = result.one_or_none()
+        if found is None:
+            return None
+        if found.reference in self._tracked:
+            return self._tracked[found.reference][0]
+        phone = None
+        if found.phone_sealed is not None:
+            e164 = self._sealer.open(found.phone_sealed, found.reference.bytes).decode()
+            phone = PhoneNumber(e164)
+        agreement = agreement_from_row(found, phone)
+        loaded = agreement_to_row(agreement)
+        loaded["phone_sealed"] = found.phone_sealed
+        self._tracked[agreement.reference] = (agreement, loaded)
+        return agreement
+
+
+class SqlPhoneQuotaRepository:
+    def __init__(self, conn: AsyncConnection) -> None:
+        self._conn = conn
+        self._tracked: list[tuple[PhoneSendQuota, str]] = []
+
+    async def get_for_update(self, phone_mac: bytes) -> PhoneSendQuota:
+        statement = _LOCK_QUOTA[self._conn.dialect.name]
+        stored = (await self._conn.execute(statement, {"phone_mac": phone_mac})).scalar_one()
+        times = [datetime.fromtimestamp(float(t), UTC) for t in stored.split()]
+        quota = PhoneSendQuota(phone_mac=phone_mac, send_times=times)
+        self._tracked.append((quota, stored))
+        return quota
+
+    async def flush(self) -> None:
+        for quota, stored in self._tracked:
+            encoded = " ".join(f"{t.timestamp():.6f}" for t in quota.send_times)
+            if encoded != stored:
+                await self._conn.execute(
+                    _UPDATE_QUOTA, {"key": quota.phone_mac, "send_times": encoded}
+                )
+        self._tracked.clear()
+
+
+class SqlOutbox:
+    """The send side of the outbox: rows written in the command's own transaction."""
+
+    def __init__(self, conn: AsyncConnection, sealer: Sealer, clock: Any) -> None:
+        self._conn = conn
+        self._sealer = sealer
+        self._clock = clock
+        self.added = 0
+
+    async def add(self, message: OutgoingSms) -> None:
+        payload = json.dumps({"phone": message.phone_e164, "text": message.text}).encode()
+        now = self._clock()
+        await self._conn.execute(
+            _INSERT_OUTBOX,
+            {
+                "message_id": message.message_id,
+                "agreement_reference": message.agreement_reference,
+                "status": DeliveryStatus.QUEUED.value,
+                "payload_sealed": self._sealer.seal(payload, message.message_id.bytes),
+                "attempts": 0,
+                "next_attempt_time": now,
+                "create_time": now,
+            },
+        )
+        self.added += 1

@@ -1,0 +1,86 @@
+"""The SQL unit of work: one connection, one transaction, the repositories over it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from types import TracebackType
+
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from onboarding.adapters.crypto import Sealer
+from onboarding.adapters.db.engine import SQLITE_BEGIN
+from onboarding.adapters.db.errors import database_errors, translate
+from onboarding.adapters.db.inn_repositories import (
+    SqlInnJobRepository,
+    SqlInnLookupRepository,
+    SqlInnResultRepository,
+    SqlUpstreamPauses,
+)
+from onboarding.adapters.db.repositories import (
+    SqlAgreementRepository,
+    SqlOutbox,
+    SqlPhoneQuotaRepository,
+)
+
+
+class SqlUnitOfWork:
+    agreements: SqlAgreementRepository
+    phone_quotas: SqlPhoneQuotaRepository
+    outbox: SqlOutbox
+    inn_lookups: SqlInnLookupRepository
+    inn_jobs: SqlInnJobRepository
+    inn_results: SqlInnResultRepository
+    upstream_pauses: SqlUpstreamPauses
+
+    def __init__(self, engine: AsyncEngine, sealer: Sealer, clock: Callable[[], datetime]) -> None:
+        self._engine = engine
+        self._sealer = sealer
+        self._clock = clock
+        self._conn: AsyncConnection | None = None
+
+    async def __aenter__(self) -> SqlUnitOfWork:
+        with database_errors():
+            conn = await self._engine.connect()
+        try:
+            with database_errors():
+                # Every unit of work writes: on SQLite take the write lock at BEGIN.
+                await conn.execution_options(**{SQLITE_BEGIN: "IMMEDIATE"})
+                await conn.begin()
+        except BaseException:
+            # Give the connection back: a lost one is a pool slot gone on PostgreSQL, and on
+            # the inline SQLite engine the only connection, with everything waiting for it.
+            await conn.close()
+            raise
+        self._conn = conn
+        self.agreements = SqlAgreementRepository(conn, self._sealer)
+        self.phone_quotas = SqlPhoneQuotaRepository(conn)
+        self.outbox = SqlOutbox(conn, self._sealer, self._clock)
+        self.inn_lookups = SqlInnLookupRepository(conn)
+        self.inn_jobs = SqlInnJobRepository(conn, self._sealer)
+        self.inn_results = SqlInnResultRepository(conn)
+        self.upstream_pauses = SqlUpstreamPauses(conn)
+        return self
+
+    async def commit(self) -> None:
+        assert self._conn is not None
+        await self.agreements.flush()
+        await self.phone_quotas.flush()
+        await self._conn.commit()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                await conn.close()  # rolls back whatever was not committed
+            except Exception:  # noqa: S110 - the connection is gone; the pool discards it
+                pass
+        if exc is not None:
+            translated = translate(exc)
+            if translated is not None:
+                raise translated from exc

@@ -1,0 +1,1 @@
+"""The pure domain: entities, value objects, rules, errors and events. No I/O, no framework."""

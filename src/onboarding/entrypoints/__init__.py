@@ -1,0 +1,1 @@
+"""Entrypoints: the gRPC server, the command line and the background workers."""

@@ -1,0 +1,1 @@
+"""The gRPC transport: servicers that translate, and the server that hosts them."""

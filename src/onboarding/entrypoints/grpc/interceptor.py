@@ -1,0 +1,228 @@
+"""What every unary RPC goes through: who is calling, a request id, the caller's deadline, one log
+line and the metrics.
+
+- Authentication (when ``ONBOARDING_AUTH_TOKENS`` is set): ``authorization: Bearer <token>``
+  on every RPC but health, compared in constant time with every known token; UNAUTHENTICATED
+  with reason ``UNAUTHENTICATED`` otherwise.
+- ``x-request-id``: the caller's (when it is sane) or a new one. It goes back in the response's
+  initial metadata, and into every log line written while the RPC runs.
+- Streaming RPCs (health Watch, reflection) are authenticated like the rest, but written to
+  neither the access log nor the RPC metrics: they last as long as the client keeps them open,
+  and health's Watch writes with ``context.write``, which a wrapping generator may not mix with.
+- The deadline bounds all our work: the handler is cancelled when it passes, and whatever
+  transaction it had open rolls back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import re
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import grpc
+
+from onboarding.adapters import metrics
+from onboarding.entrypoints.grpc.errors import RpcError
+from onboarding.entrypoints.request_context import caller_var, request_id_var
+
+log = logging.getLogger("onboarding.rpc")
+
+_PUBLIC_PREFIX = "/grpc.health.v1.Health/"
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+_ANONYMOUS = "anonymous"
+_UNAUTHENTICATED = RpcError(
+    grpc.StatusCode.UNAUTHENTICATED,
+    "a valid 'authorization: Bearer <token>' is required",
+    "UNAUTHENTICATED",
+)
+_UNDECODABLE_REQUEST = RpcError(
+    grpc.StatusCode.INVALID_ARGUMENT,
+    "the request is not a valid protobuf message of this method's type",
+    "INVALID_REQUEST",
+)
+_TOO_LATE = RpcError(
+    grpc.StatusCode.DEADLINE_EXCEEDED,
+    "the deadline passed before the work was done; nothing was changed",
+    "DEADLINE_EXCEEDED",
+)
+
+
+class RpcInterceptor(grpc.aio.ServerInterceptor):
+    def __init__(self, callers_by_token: dict[str, str] | None) -> None:
+        self._tokens = (
+            [(token.encode(), caller) for token, caller in callers_by_token.items()]
+            if callers_by_token
+            else None
+        )
+        self._wrapped: dict[tuple[str, str | None], grpc.RpcMethodHandler] = {}
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(details)
+        if handler is None:
+            return handler
+        metadata = details.invocation_metadata or ()
+        caller = self._caller(details.method, metadata)
+        if handler.unary_unary is not None:
+            # One wrapped handler per method and caller, made once: the request id is read
+            # from the call itself, so nothing in it is particular to one call.
+            key = (details.method, caller)
+            wrapped = self._wrapped.get(key)
+            if wrapped is None:
+                behaviour = self._observed(handler.unary_unary, details.method, caller)
+                wrapped = grpc.unary_unary_rpc_method_handler(
+                    behaviour,
+                    request_deserializer=_tolerant(handler.request_deserializer),
+                    response_serializer=handler.response_serializer,
+                )
+                self._wrapped[key] = wrapped
+            return wrapped
+        if caller is None:  # a stream (reflection) without a valid token
+            return _refusing(handler)
+        return handler
+
+    def _caller(self, method: str, metadata: Any) -> str | None:
+        """The caller's name; None when authentication is on and the token is wrong."""
+        if self._tokens is None:
+            return _ANONYMOUS
+        if method.startswith(_PUBLIC_PREFIX):
+            return _ANONYMOUS
+        presented = _bearer(metadata)
+        found = None
+        for token, caller in self._tokens:  # every token compared: no early exit
+            if hmac.compare_digest(token, presented) and found is None:
+                found = caller
+        return found
+
+    def _observed(
+        self,
+        behaviour: Callable[..., Awaitable[Any]],
+        method: str,
+        caller: str | None,
+    ) -> Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]:
+        service, _, name = method.lstrip("/").rpartition("/")
+
+        async def observed(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            rid = _request_id(context.invocation_metadata() or ())
+            request_id_var.set(rid)
+            caller_var.set(caller or _ANONYMOUS)
+            started = time.perf_counter()
+            code = grpc.StatusCode.OK
+            try:
+                await context.send_initial_metadata((("x-request-id", rid),))
+                if caller is None:
+                    await _abort(context, _UNAUTHENTICATED)
+                if isinstance(request, _Undecodable):
+                    await _abort(context, _UNDECODABLE_REQUEST)
+                remaining = context.time_remaining()
+                if remaining is None:
+                    return await behaviour(request, context)
+                try:
+                    async with asyncio.timeout(remaining):
+                        return await behaviour(request, context)
+                except TimeoutError:
+                    await _abort(context, _TOO_LATE)
+            except asyncio.CancelledError:
+                code = grpc.StatusCode.CANCELLED  # the caller went away
+                raise
+            except BaseException:
+                code = _code_of(context, grpc.StatusCode.UNKNOWN)
+                raise
+            finally:
+                seconds = time.perf_counter() - started
+                code_name = code.name
+                metrics.record_rpc(service, name, code_name, caller or _ANONYMOUS, seconds)
+                log.info(
+                    "%s %s %.1fms",
+                    method,
+                    code_name,
+                    seconds * 1000,
+                    extra={
+                        "rpc_method": method,
+                        "grpc_code": code_name,
+                        "duration_ms": round(seconds * 1000, 3),
+                        "caller": caller or _ANONYMOUS,
+                        "request_id": rid,
+                    },
+                )
+
+        return observed
+
+
+class _Undecodable:
+    """Stands in for a request whose bytes did not parse, so the handler can answer
+    INVALID_ARGUMENT with details (grpc itself would answer UNKNOWN, or not at all)."""
+
+
+_UNDECODABLE = _Undecodable()
+
+
+def _tolerant(deserialize: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    if deserialize is None:
+        return None
+
+    def parse(raw: bytes) -> Any:
+        try:
+            return deserialize(raw)
+        except Exception:
+            return _UNDECODABLE
+
+    return parse
+
+
+async def _abort(context: grpc.aio.ServicerContext, error: RpcError) -> None:
+    await context.abort(error.code, error.message, error.trailers())
+
+
+def _request_id(metadata: Any) -> str:
+    for key, value in metadata:
+        if key == "x-request-id":
+            if isinstance(value, str) and _REQUEST_ID.fullmatch(value):
+                return value
+            break
+    return uuid.uuid4().hex
+
+
+def _code_of(context: grpc.aio.ServicerContext, default: grpc.StatusCode) -> grpc.StatusCode:
+    try:
+        code = context.code()
+    except Exception:  # pragma: no cover - older grpcio without ServicerContext.code
+        return default
+    if isinstance(code, grpc.StatusCode):
+        return code
+    for status in grpc.StatusCode:
+        if status.value[0] == code:
+            return status
+    return default
+
+
+def _bearer(metadata: Any) -> bytes:
+    for key, value in metadata:
+        if key == "authorization" and isinstance(value, str):
+            scheme, _, token = value.partition(" ")
+            if scheme.lower() == "bearer":
+                return token.strip().encode()
+    return b""
+
+
+def _refusing(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+    async def refuse(_request: Any, context: grpc.aio.ServicerContext) -> None:
+        await _abort(context, _UNAUTHENTICATED)
+
+    kwargs = {
+        "request_deserializer": handler.request_deserializer,
+        "response_serializer": handler.response_serializer,
+    }
+    if handler.unary_stream is not None:
+        return grpc.unary_stream_rpc_method_handler(refuse, **kwargs)
+    if handler.stream_unary is not None:
+        return grpc.stream_unary_rpc_method_handler(refuse, **kwargs)
+    return grpc.stream_stream_rpc_method_handler(refuse, **kwargs)

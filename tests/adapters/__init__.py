@@ -1,0 +1,1 @@
+"""Tests of the adapters against real (fake) peers over loopback."""

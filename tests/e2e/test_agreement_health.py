@@ -1,0 +1,70 @@
+"""grpc.health.v1.Health for AgreementService: SERVING while up, NOT_SERVING once stopping."""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from tests.conftest import RunningServer
+from tests.e2e.test_agreement_support import AGREEMENT_SERVICE
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+NAMES = ["", AGREEMENT_SERVICE, "liveness"]
+
+
+@pytest.mark.parametrize("name", NAMES, ids=["overall", "agreement-service", "liveness"])
+async def test_a_running_server_is_serving(server: RunningServer, name: str) -> None:
+    health = health_pb2_grpc.HealthStub(server.channel)
+
+    answer = await health.Check(health_pb2.HealthCheckRequest(service=name), timeout=5)
+
+    assert answer.status == SERVING
+
+
+async def test_an_unknown_service_name_is_not_found(server: RunningServer) -> None:
+    health = health_pb2_grpc.HealthStub(server.channel)
+
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await health.Check(health_pb2.HealthCheckRequest(service="no.such.Service"), timeout=5)
+
+    assert raised.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+@pytest.mark.parametrize("name", NAMES, ids=["overall", "agreement-service", "liveness"])
+async def test_a_watcher_sees_not_serving_when_the_server_stops(
+    server: RunningServer, name: str
+) -> None:
+    health = health_pb2_grpc.HealthStub(server.channel)
+    watch = health.Watch(health_pb2.HealthCheckRequest(service=name))
+    assert (await asyncio.wait_for(watch.read(), 5)).status == SERVING
+
+    await server.server.stop(grace=0.1)
+
+    seen = []
+    try:
+        async with asyncio.timeout(5):
+            while (answer := await watch.read()) is not grpc.aio.EOF:
+                seen.append(answer.status)
+    except grpc.aio.AioRpcError:
+        pass  # the stream ends with the server
+    assert NOT_SERVING in seen
+    assert SERVING not in seen
+
+
+async def test_a_stopped_server_answers_no_health_check(server: RunningServer) -> None:
+    address = server.address
+    await server.server.stop(grace=0.1)
+
+    async with grpc.aio.insecure_channel(address) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            await health.Check(health_pb2.HealthCheckRequest(service=""), timeout=1)
+
+    assert raised.value.code() in (
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+    )

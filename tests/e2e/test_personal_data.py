@@ -1,0 +1,77 @@
+"""No code and no whole phone number is stored or logged in plain text."""
+
+import logging
+from pathlib import Path
+
+import pytest
+from sqlalchemy import MetaData, select
+
+from onboarding.agreement.v1 import agreement_pb2 as pb
+from tests.conftest import RunningServer, eventually, random_client, random_phone
+
+
+async def _walk_through(server: RunningServer) -> tuple[str, list[str]]:
+    """A confirmed agreement and a pending one; returns the phone and every code sent."""
+    phone = random_phone()
+    first = await server.agreements.CreateAgreement(
+        pb.CreateAgreementRequest(id_hash=random_client(), phone=phone)
+    )
+    await server.gateway.wait_for(1)
+    await server.agreements.ConfirmOtp(
+        pb.ConfirmOtpRequest(
+            reference=first.agreement.reference, code=server.gateway.codes_for(phone)[0]
+        )
+    )
+    second = await server.agreements.CreateAgreement(
+        pb.CreateAgreementRequest(id_hash=random_client(), phone=phone)
+    )
+    await server.gateway.wait_for(2)
+
+    async def delivered() -> bool:
+        got = await server.agreements.GetAgreement(
+            pb.GetAgreementRequest(reference=second.agreement.reference)
+        )
+        return got.agreement.otp_delivery_status == pb.OTP_DELIVERY_STATUS_SENT
+
+    await eventually(delivered)
+    return phone, server.gateway.codes_for(phone)
+
+
+def _forbidden(phone: str, codes: list[str]) -> list[bytes]:
+    return [phone.encode(), phone[2:].encode(), *(c.encode() for c in codes)]
+
+
+async def test_database_rows_hold_no_code_and_no_phone(server: RunningServer) -> None:
+    phone, codes = await _walk_through(server)
+    metadata = MetaData()
+    async with server.container.engine.connect() as conn:
+        await conn.run_sync(metadata.reflect)
+        dump = []
+        for table in metadata.sorted_tables:
+            for row in (await conn.execute(select(table))).all():
+                for value in row:
+                    dump.append(value if isinstance(value, bytes) else str(value).encode())
+    blob = b"\n".join(dump)
+    for secret in _forbidden(phone, codes):
+        assert secret not in blob
+
+
+@pytest.mark.parametrize("db_kind", ["sqlite"])  # reads the database file itself
+async def test_sqlite_file_holds_no_code_and_no_phone(server: RunningServer) -> None:
+    path = server.settings.sqlite_path
+    assert path is not None
+    phone, codes = await _walk_through(server)
+    raw = b"".join(p.read_bytes() for p in (path, Path(f"{path}-wal")) if p.exists())
+    for secret in _forbidden(phone, codes):
+        assert secret not in raw
+
+
+async def test_logs_hold_no_code_and_no_phone(
+    server: RunningServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    server.gateway.fail_next(1, status=503)  # a retry logs too
+    phone, codes = await _walk_through(server)
+    text = caplog.text + "".join(str(r.__dict__) for r in caplog.records)
+    for secret in _forbidden(phone, codes):
+        assert secret.decode() not in text

@@ -1,0 +1,177 @@
+"""Limits that protect the service: concurrent RPCs (ONBOARDING_MAX_CONCURRENT_RPCS), message
+size (max_message_bytes), and the caller's deadline, which ends the work without leaving half
+of it behind."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+
+import grpc
+import pytest
+
+from onboarding.agreement.v1 import agreement_pb2 as pb
+from tests.conftest import StartServer, eventually, random_client, random_phone
+from tests.e2e.helpers import details_of
+from tests.e2e.test_agreement_support import other_code
+from tests.e2e.test_inn_helpers import FOUND, find, number, person
+from tests.fakes.nalog import found, slow, valid_inn
+from tests.fakes.sms_gateway import FakeSmsGateway
+from tests.fakes.tcp_proxy import TcpProxy
+from tests.faults.conftest import Servers, target_of, through
+
+
+async def code_of(call: object) -> grpc.StatusCode:
+    try:
+        await call  # type: ignore[misc]
+    except grpc.aio.AioRpcError as error:
+        return error.code()
+    return grpc.StatusCode.OK
+
+
+def unknown_reference() -> pb.GetAgreementRequest:
+    return pb.GetAgreementRequest(reference=str(uuid.uuid4()))
+
+
+async def test_beyond_the_concurrency_limit_a_call_is_refused_at_once(
+    start_server: StartServer,
+) -> None:
+    server = await start_server(max_concurrent_rpcs=2, inn_wait_seconds=5, nalog_timeout_seconds=5)
+    docs = [number(), number()]
+    for doc in docs:
+        server.nalog.script(doc, slow(2, then=found(valid_inn())))
+    holding = [asyncio.create_task(find(server, person(doc), timeout=10)) for doc in docs]
+    try:
+
+        async def both_searched() -> bool:
+            return all(server.nalog.finds[doc] for doc in docs)
+
+        await eventually(both_searched, timeout=5)
+
+        started = time.monotonic()
+        code = await code_of(server.agreements.GetAgreement(unknown_reference(), timeout=5))
+        elapsed = time.monotonic() - started
+
+        assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert elapsed < 1.0
+    finally:
+        lookups = await asyncio.wait_for(asyncio.gather(*holding), 15)
+    assert [lookup.status for lookup in lookups] == [FOUND, FOUND]
+
+
+async def test_a_freed_slot_serves_again(start_server: StartServer) -> None:
+    server = await start_server(max_concurrent_rpcs=2, inn_wait_seconds=5, nalog_timeout_seconds=5)
+    doc = number()
+    server.nalog.script(doc, slow(1, then=found(valid_inn())))
+    holding = [asyncio.create_task(find(server, person(doc), timeout=10)) for _ in range(2)]
+    await asyncio.wait_for(asyncio.gather(*holding), 15)
+
+    code = await code_of(server.agreements.GetAgreement(unknown_reference(), timeout=5))
+
+    assert code == grpc.StatusCode.NOT_FOUND
+
+
+async def test_an_oversized_request_is_refused_unprocessed(start_server: StartServer) -> None:
+    server = await start_server(max_message_bytes=1024)
+    phone = random_phone()
+    request = pb.CreateAgreementRequest(id_hash="h" * 2000, phone=phone)
+
+    code = await code_of(server.agreements.CreateAgreement(request, timeout=5))
+    await asyncio.sleep(0.5)  # time for a (wrongly) queued SMS to go out
+
+    assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert [sms for sms in server.gateway.requests if sms.phone == phone] == []
+
+
+async def test_a_request_under_the_size_limit_is_served(start_server: StartServer) -> None:
+    server = await start_server(max_message_bytes=1024)
+    phone = random_phone()
+    request = pb.CreateAgreementRequest(id_hash=random_client(), phone=phone)
+
+    answer = await server.agreements.CreateAgreement(request, timeout=5)
+
+    assert answer.agreement.status == pb.AGREEMENT_STATUS_PENDING
+    await server.gateway.wait_for(1)  # leave nothing queued for later tests
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+async def test_a_deadline_passed_on_a_hanging_database_leaves_nothing_behind(
+    servers: Servers, fault_database: str, gateway: FakeSmsGateway
+) -> None:
+    host, port = target_of(fault_database)
+    async with TcpProxy(host, port) as proxy:
+        server = await servers.start(through(fault_database, proxy.port))
+        client, phone = random_client(), random_phone()
+        await proxy.blackhole()
+
+        started = time.monotonic()
+        code = await code_of(
+            server.agreements.CreateAgreement(
+                pb.CreateAgreementRequest(id_hash=client, phone=phone), timeout=0.5
+            )
+        )
+        elapsed = time.monotonic() - started
+
+        assert code == grpc.StatusCode.DEADLINE_EXCEEDED
+        assert elapsed < 1.5
+        await proxy.up()
+        await server.wait_serving(timeout=30)
+        listed = await _list_when_available(server.agreements, client)
+        await asyncio.sleep(1.0)  # outbox poll is 0.2 s: a stray SMS would have gone by now
+
+    assert list(listed.agreements) == []
+    assert [sms for sms in gateway.requests if sms.phone == phone] == []
+
+
+async def _list_when_available(stub: object, client: str) -> pb.ListAgreementsResponse:
+    """ListAgreements, retried while the server's pool still holds connections the blackhole
+    broke (UNAVAILABLE), for at most 20 s."""
+    deadline = time.monotonic() + 20
+    request = pb.ListAgreementsRequest(id_hash=client, page_size=10)
+    while True:
+        try:
+            return await stub.ListAgreements(request, timeout=5)  # type: ignore[attr-defined]
+        except grpc.aio.AioRpcError as error:
+            if error.code() != grpc.StatusCode.UNAVAILABLE or time.monotonic() > deadline:
+                raise
+        await asyncio.sleep(0.2)
+
+
+async def test_confirm_otp_racing_deadlines_keeps_attempts_consistent(
+    start_server: StartServer,
+) -> None:
+    server = await start_server(otp_max_attempts=10)
+    phone = random_phone()
+    created = await server.agreements.CreateAgreement(
+        pb.CreateAgreementRequest(id_hash=random_client(), phone=phone), timeout=5
+    )
+    reference = created.agreement.reference
+    await server.gateway.wait_for(1)
+    code = server.gateway.codes_for(phone)[-1]
+    wrong = pb.ConfirmOtpRequest(reference=reference, code=other_code(code))
+    answered_invalid = 0
+    for timeout in (0.002, 0.005, 0.01, 0.02, 0.04, 0.08):
+        try:
+            await server.agreements.ConfirmOtp(wrong, timeout=timeout)
+        except grpc.aio.AioRpcError as error:
+            assert error.code() in (
+                grpc.StatusCode.INVALID_ARGUMENT,
+                grpc.StatusCode.DEADLINE_EXCEEDED,
+            ), error
+            answered_invalid += error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    await asyncio.sleep(0.3)  # whatever a cancelled handler was doing has ended
+
+    get = await server.agreements.GetAgreement(
+        pb.GetAgreementRequest(reference=reference), timeout=5
+    )
+    remaining = get.agreement.otp_attempts_remaining
+    assert 10 - 6 <= remaining <= 10 - answered_invalid
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await server.agreements.ConfirmOtp(wrong, timeout=5)
+    assert details_of(caught.value).metadata == {"attempts_remaining": str(remaining - 1)}
+    confirmed = await server.agreements.ConfirmOtp(
+        pb.ConfirmOtpRequest(reference=reference, code=code), timeout=5
+    )
+    assert confirmed.agreement.status == pb.AGREEMENT_STATUS_CONFIRMED
