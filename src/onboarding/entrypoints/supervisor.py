@@ -18,10 +18,12 @@ import signal
 import sys
 import time
 from collections.abc import Callable
+from typing import NoReturn
 
 log = logging.getLogger(__name__)
 
 _RESTART_PAUSE_SECONDS = 1.0
+_STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
 
 
 class Supervisor:
@@ -41,9 +43,11 @@ class Supervisor:
         self._stopping = False
 
     def run(self) -> int:
-        signal.signal(signal.SIGTERM, self._on_stop)
-        signal.signal(signal.SIGINT, self._on_stop)
+        for signum in _STOP_SIGNALS:
+            signal.signal(signum, self._on_stop)
         for index in range(self._workers):
+            if self._stopping:  # stopped while spawning: the rest would never be signalled
+                break
             self._spawn(index)
         self._on_started()
         failed = False
@@ -70,21 +74,32 @@ class Supervisor:
         return 1 if failed else 0
 
     def _spawn(self, index: int) -> None:
-        pid = os.fork()
-        if pid == 0:  # the child
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
-            signal.signal(signal.SIGINT, signal.SIG_DFL)
-            code = 1
-            try:
-                code = self._run_child(index)
-            except BaseException:
-                log.exception("worker %d crashed", index)
-            finally:
-                sys.stdout.flush()
-                sys.stderr.flush()
-                os._exit(code)
-        self._children[pid] = index
+        # Until the child has its own handlers and the parent knows the child's pid, a stop
+        # signal must wait: a child running the parent's inherited handler would swallow it
+        # and serve on, and a parent handling it mid-spawn would not signal the new child.
+        signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+        try:
+            pid = os.fork()
+            if pid == 0:
+                self._be_child(index)
+            self._children[pid] = index
+        finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
         log.info("worker %d started (pid %d)", index, pid)
+
+    def _be_child(self, index: int) -> NoReturn:
+        for signum in _STOP_SIGNALS:
+            signal.signal(signum, signal.SIG_DFL)
+        code = 1
+        try:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
+            code = self._run_child(index)
+        except BaseException:
+            log.exception("worker %d crashed", index)
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
 
     def _on_stop(self, signum: int, _frame: object) -> None:
         if self._stopping:
