@@ -36,6 +36,40 @@ _CLAIM = claim_statement(
     ],
 )
 
+_t = outbox_messages
+_FINISH = (
+    update(_t)
+    .where(_t.c.message_id == bindparam("mid"), _t.c.status == _QUEUED)
+    .values(
+        status=bindparam("st"),
+        payload_sealed=None,
+        lease_expire_time=None,
+        finish_time=bindparam("now"),
+        last_error=bindparam("err"),
+    )
+)
+# Only where the outbox row holds this outcome: a relay that outlived its lease must not
+# overwrite what the relay after it recorded.
+_SET_DELIVERY_STATUS = (
+    update(agreements)
+    .where(
+        agreements.c.otp_message_id == bindparam("mid"),
+        select(_t.c.message_id)
+        .where(_t.c.message_id == bindparam("mid"), _t.c.status == bindparam("st"))
+        .exists(),
+    )
+    .values(otp_delivery_status=bindparam("st"))
+)
+_RETRY_LATER = (
+    update(_t)
+    .where(_t.c.message_id == bindparam("mid"), _t.c.status == _QUEUED)
+    .values(
+        lease_expire_time=None,
+        next_attempt_time=bindparam("at"),
+        last_error=bindparam("err"),
+    )
+)
+
 
 @dataclass(frozen=True, slots=True)
 class ClaimedSms:
@@ -56,60 +90,25 @@ class SqlOutboxStore(LeasedStore):
         if not outcomes:
             return
         now = self._clock()
-        t = outbox_messages
-        finished = [o for o in outcomes if o.final_status is not None]
-        retried = [o for o in outcomes if o.final_status is None]
+        finished = [
+            {"mid": o.message_id, "st": o.final_status.value, "err": o.detail, "now": now}
+            for o in outcomes
+            if o.final_status is not None
+        ]
+        retried = [
+            {"mid": o.message_id, "at": o.retry_time, "err": o.detail}
+            for o in outcomes
+            if o.final_status is None
+        ]
         with database_errors():
             async with self._engine.connect() as conn:
                 await conn.execution_options(**{SQLITE_BEGIN: "IMMEDIATE"})
                 async with conn.begin():
                     if finished:
-                        params = [
-                            {"mid": o.message_id, "st": o.final_status.value, "err": o.detail}
-                            for o in finished
-                            if o.final_status is not None
-                        ]
-                        await conn.execute(
-                            update(t)
-                            .where(t.c.message_id == bindparam("mid"), t.c.status == _QUEUED)
-                            .values(
-                                status=bindparam("st"),
-                                payload_sealed=None,
-                                lease_expire_time=None,
-                                finish_time=now,
-                                last_error=bindparam("err"),
-                            ),
-                            params,
-                        )
-                        # Only where the outbox row holds this outcome: a relay that outlived
-                        # its lease must not overwrite what the relay after it recorded.
-                        recorded = (
-                            select(t.c.message_id)
-                            .where(
-                                t.c.message_id == bindparam("mid"), t.c.status == bindparam("st")
-                            )
-                            .exists()
-                        )
-                        await conn.execute(
-                            update(agreements)
-                            .where(agreements.c.otp_message_id == bindparam("mid"), recorded)
-                            .values(otp_delivery_status=bindparam("st")),
-                            params,
-                        )
+                        await conn.execute(_FINISH, finished)
+                        await conn.execute(_SET_DELIVERY_STATUS, finished)
                     if retried:
-                        await conn.execute(
-                            update(t)
-                            .where(t.c.message_id == bindparam("mid"), t.c.status == _QUEUED)
-                            .values(
-                                lease_expire_time=None,
-                                next_attempt_time=bindparam("at"),
-                                last_error=bindparam("err"),
-                            ),
-                            [
-                                {"mid": o.message_id, "at": o.retry_time, "err": o.detail}
-                                for o in retried
-                            ],
-                        )
+                        await conn.execute(_RETRY_LATER, retried)
 
     async def backlog(self) -> tuple[int, datetime | None]:
         """How many messages wait, and since when the oldest does."""

@@ -1,0 +1,63 @@
+"""The relay over the real store and the real HTTP client, against the fake gateway.
+
+A burst of commits, each waking the relay, is claimed and recorded in a few batches rather
+than one transaction pair per message, and every message still arrives once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from onboarding.adapters.db.outbox_store import SqlOutboxStore
+from onboarding.adapters.sms import HttpSmsGateway
+from onboarding.domain.retry import RetryPolicy
+from onboarding.service_layer.outbox_relay import OutboxRelay
+from tests.fakes.sms_gateway import FakeSmsGateway
+from tests.integration.conftest import KEYRING, MutableClock
+from tests.integration.test_outbox_store import enqueue, sms
+
+
+class CountingStore(SqlOutboxStore):
+    """The real store, counting the batches it is asked to claim."""
+
+    claims_with_work = 0
+
+    async def claim(self, limit: int) -> Any:
+        claimed = await super().claim(limit)
+        if claimed:
+            self.claims_with_work += 1
+        return claimed
+
+
+async def test_a_burst_of_wake_ups_is_sent_in_few_batches(
+    fresh_engine: AsyncEngine, clock: MutableClock, sms_gateway: FakeSmsGateway
+) -> None:
+    store = CountingStore(fresh_engine, KEYRING.sealer, clock, timedelta(seconds=30))
+    sender = HttpSmsGateway(sms_gateway.url, sms_gateway.token)
+    relay = OutboxRelay(
+        store=store,
+        sender=sender,
+        retry=RetryPolicy(timedelta(seconds=1), timedelta(seconds=10), 3),
+        clock=clock,
+        poll_seconds=60,  # only the wake-ups can make it look
+        linger_seconds=0.3,
+    )
+    running = asyncio.create_task(relay.run())
+    messages = [sms() for _ in range(20)]
+    try:
+        await asyncio.sleep(0.05)  # the relay's first look finds nothing and waits
+        for message in messages:
+            await enqueue(fresh_engine, clock, message)
+            relay.notify()
+        await sms_gateway.wait_for_requests(len(messages), timeout=5)
+    finally:
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+        await sender.close()
+
+    assert sorted(sms_gateway.by_message_id().values()) == [1] * len(messages)
+    assert store.claims_with_work <= 2, store.claims_with_work
