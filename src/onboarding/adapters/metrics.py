@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 from datetime import datetime
+from typing import Any
 
 from prometheus_client import (
     CollectorRegistry,
@@ -56,9 +57,18 @@ LOOKUPS = Counter(
 )
 
 
+#: The labelled series of each (service, method, code, caller) seen, looked up once: the label
+#: values are few (methods x codes x callers) and ``labels()`` costs a lock and a hash per call.
+_RPC_SERIES: dict[tuple[str, str, str, str], tuple[Any, Any]] = {}
+
+
 def record_rpc(service: str, method: str, code: str, caller: str, seconds: float) -> None:
-    RPCS.labels(service, method, code, caller).inc()
-    RPC_LATENCY.labels(service, method).observe(seconds)
+    key = (service, method, code, caller)
+    series = _RPC_SERIES.get(key)
+    if series is None:
+        series = _RPC_SERIES[key] = (RPCS.labels(*key), RPC_LATENCY.labels(service, method))
+    series[0].inc()
+    series[1].observe(seconds)
 
 
 def record_sms(outcome: str) -> None:
