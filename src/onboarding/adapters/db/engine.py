@@ -9,6 +9,7 @@ PostgreSQL: asyncpg with timeouts, so an unreachable database answers instead of
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import create_engine as sa_create_engine
@@ -18,9 +19,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
 
 from onboarding.adapters.db.inline_sqlite import InlineEngine
+from onboarding.adapters.db.wal_checkpoint import WalCheckpointer
 
 #: Execution option naming how a SQLite transaction begins (``DEFERRED`` or ``IMMEDIATE``).
 SQLITE_BEGIN = "sqlite_begin"
+#: The serving connection checkpoints (and so restarts the log) only past this many pages; the
+#: checkpoint thread has copied nearly all of them by then (see wal_checkpoint).
+WAL_RESTART_PAGES = 4000
 
 
 def create_engine(
@@ -49,6 +54,10 @@ def _sqlite_engine(url: str, *, timeout: float, pool_size: int) -> InlineEngine:
     sync_url = make_url(url).set(drivername="sqlite+pysqlite")
     engine = sa_create_engine(sync_url, connect_args={"timeout": timeout})
     busy_ms = int(timeout * 1000)
+    database = sync_url.database
+    checkpointer = None
+    if database and database != ":memory:" and sync_url.query.get("mode") != "memory":
+        checkpointer = WalCheckpointer(Path(database), busy_timeout_ms=busy_ms)
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
@@ -60,6 +69,8 @@ def _sqlite_engine(url: str, *, timeout: float, pool_size: int) -> InlineEngine:
             "synchronous=NORMAL",
             f"busy_timeout={busy_ms}",
             "foreign_keys=ON",
+            # A file database is checkpointed by its own thread (see wal_checkpoint).
+            *((f"wal_autocheckpoint={WAL_RESTART_PAGES}",) if checkpointer is not None else ()),
         ):
             cursor.execute(f"PRAGMA {pragma}")
         cursor.close()
@@ -69,4 +80,4 @@ def _sqlite_engine(url: str, *, timeout: float, pool_size: int) -> InlineEngine:
         mode = connection.get_execution_options().get(SQLITE_BEGIN, "DEFERRED")
         connection.exec_driver_sql(f"BEGIN {mode}")
 
-    return InlineEngine(engine)
+    return InlineEngine(engine, checkpointer)

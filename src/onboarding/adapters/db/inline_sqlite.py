@@ -24,6 +24,8 @@ from typing import Any, TypeVar
 from sqlalchemy import Connection, Engine
 from sqlalchemy.engine import Dialect
 
+from onboarding.adapters.db.wal_checkpoint import WalCheckpointer
+
 T = TypeVar("T")
 
 
@@ -130,8 +132,9 @@ class _Connecting:
 
 
 class InlineEngine:
-    def __init__(self, sync_engine: Engine) -> None:
+    def __init__(self, sync_engine: Engine, checkpointer: WalCheckpointer | None = None) -> None:
         self.sync_engine = sync_engine
+        self.checkpointer = checkpointer
         self.dialect = sync_engine.dialect
         self.url = sync_engine.url
         self.default_options: dict[str, Any] = {}
@@ -152,6 +155,9 @@ class InlineEngine:
             if self._connection is None or self._connection.invalidated:
                 self._connection = self.sync_engine.connect()
                 self.default_options = dict(self._connection.get_execution_options())
+                if self.checkpointer is not None:
+                    # After the first connection: it has made the file and switched on WAL.
+                    self.checkpointer.start()
             return InlineConnection(self, self._connection)
         except BaseException:
             self._lock.release()
@@ -162,6 +168,8 @@ class InlineEngine:
 
     async def dispose(self) -> None:
         async with self._lock:
+            if self.checkpointer is not None:
+                self.checkpointer.stop()
             if self._connection is not None:
                 self._connection.close()
                 self._connection = None
