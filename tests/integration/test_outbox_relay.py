@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 from datetime import timedelta
 from typing import Any
+from uuid import uuid4
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -16,6 +17,8 @@ from onboarding.adapters.db.outbox_store import SqlOutboxStore
 from onboarding.adapters.sms import HttpSmsGateway
 from onboarding.domain.retry import RetryPolicy
 from onboarding.service_layer.outbox_relay import OutboxRelay
+from onboarding.service_layer.unit_of_work import OutgoingSms
+from tests.conftest import random_phone
 from tests.fakes.sms_gateway import FakeSmsGateway
 from tests.integration.conftest import KEYRING, MutableClock
 from tests.integration.test_outbox_store import enqueue, sms
@@ -61,3 +64,33 @@ async def test_a_burst_of_wake_ups_is_sent_in_few_batches(
 
     assert sorted(sms_gateway.by_message_id().values()) == [1] * len(messages)
     assert store.claims_with_work <= 2, store.claims_with_work
+
+
+async def test_one_phones_codes_reach_the_gateway_in_the_order_they_were_queued(
+    fresh_engine: AsyncEngine, clock: MutableClock, sms_gateway: FakeSmsGateway
+) -> None:
+    phone = random_phone()
+    queued = [OutgoingSms(uuid4(), uuid4(), phone, f"Code: {n:06d}") for n in range(4)]
+    for message in queued:
+        await enqueue(fresh_engine, clock, message)
+        clock.advance(timedelta(milliseconds=1))
+    others = [sms() for _ in range(3)]
+    await enqueue(fresh_engine, clock, *others)
+    # The first request the gateway sees is held: sent side by side, the phone's later codes
+    # would be answered (and so delivered) before it.
+    sms_gateway.delay_next(1, 0.3)
+    sender = HttpSmsGateway(sms_gateway.url, sms_gateway.token)
+    relay = OutboxRelay(
+        store=SqlOutboxStore(fresh_engine, KEYRING.sealer, clock, timedelta(seconds=30)),
+        sender=sender,
+        retry=RetryPolicy(timedelta(seconds=1), timedelta(seconds=10), 3),
+        clock=clock,
+        poll_seconds=60,
+    )
+    try:
+        assert await relay.run_once() == len(queued) + len(others)
+    finally:
+        await sender.close()
+
+    delivered = [sms.message_id for sms in sms_gateway.delivered if sms.phone == phone]
+    assert delivered == [str(message.message_id) for message in queued]

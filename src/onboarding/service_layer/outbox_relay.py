@@ -57,7 +57,10 @@ class Outcome(Protocol):
 
 
 class OutboxStore(Protocol):
-    async def claim(self, limit: int) -> Sequence[Claimed]: ...
+    async def claim(self, limit: int) -> Sequence[Claimed]:
+        """Up to ``limit`` due messages, leased, in the order they were queued."""
+        ...
+
     async def record(self, outcomes: Sequence[DeliveryOutcome]) -> None: ...
 
 
@@ -111,12 +114,21 @@ class OutboxRelay:
         claimed = await self._store.claim(self._batch_size)
         if not claimed:
             return 0
-        outcomes = await asyncio.gather(*(self._deliver(message) for message in claimed))
+        # One phone's messages go one after another, in the order they were queued, so that a
+        # newer code never overtakes an older one on its way to the gateway; phones in parallel.
+        by_phone: dict[str | None, list[Claimed]] = {}
+        for message in claimed:
+            by_phone.setdefault(message.phone_e164, []).append(message)
+        sent = await asyncio.gather(*(self._deliver_in_order(group) for group in by_phone.values()))
+        outcomes = [outcome for group in sent for outcome in group]
         await self._store.record(outcomes)
         for outcome in outcomes:
             status = outcome.final_status
             self._on_outcome(status.value.lower() if status is not None else "retry")
         return len(claimed)
+
+    async def _deliver_in_order(self, messages: Sequence[Claimed]) -> list[DeliveryOutcome]:
+        return [await self._deliver(message) for message in messages]
 
     async def _deliver(self, message: Claimed) -> DeliveryOutcome:
         if message.phone_e164 is None or message.text is None:

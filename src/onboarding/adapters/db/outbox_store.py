@@ -33,6 +33,7 @@ _CLAIM = claim_statement(
         outbox_messages.c.agreement_reference,
         outbox_messages.c.attempts,
         outbox_messages.c.payload_sealed,
+        outbox_messages.c.create_time,
     ],
 )
 
@@ -84,6 +85,8 @@ class ClaimedSms:
 class SqlOutboxStore(LeasedStore):
     async def claim(self, limit: int) -> list[ClaimedSms]:
         rows = await self._claim(_CLAIM, limit)
+        # RETURNING follows no order: put the batch back in the order it was queued.
+        rows.sort(key=lambda row: row.create_time)
         return [self._open(row) for row in rows]
 
     async def record(self, outcomes: Sequence[DeliveryOutcome]) -> None:
