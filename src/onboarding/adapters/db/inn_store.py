@@ -14,6 +14,7 @@ from cryptography.exceptions import InvalidTag
 from sqlalchemy import bindparam, exists, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from onboarding.adapters.db.engine import for_reads
 from onboarding.adapters.db.errors import database_errors
 from onboarding.adapters.db.inn_repositories import lookup_from_row, open_person, pending_join
 from onboarding.adapters.db.leases import LeasedStore, claim_statement
@@ -56,25 +57,27 @@ class SqlInnJobStore(LeasedStore):
         return claimed
 
 
+_LOOKUP = (
+    select(
+        inn_lookups,
+        inn_jobs.c.attempts.label("job_attempts"),
+        inn_jobs.c.details.label("job_details"),
+        inn_jobs.c.next_attempt_time,
+    )
+    .select_from(pending_join())
+    .where(inn_lookups.c.request_id == bindparam("request_id"))
+)
+
+
 class SqlInnLookupReader:
     def __init__(self, engine: AsyncEngine, clock: Callable[[], datetime]) -> None:
-        self._engine = engine
+        self._engine = for_reads(engine)
         self._clock = clock
 
     async def get(self, request_id: str) -> LookupView | None:
-        stmt = (
-            select(
-                inn_lookups,
-                inn_jobs.c.attempts.label("job_attempts"),
-                inn_jobs.c.details.label("job_details"),
-                inn_jobs.c.next_attempt_time,
-            )
-            .select_from(pending_join())
-            .where(inn_lookups.c.request_id == request_id)
-        )
         with database_errors():
             async with self._engine.connect() as conn:
-                row = (await conn.execute(stmt)).one_or_none()
+                row = (await conn.execute(_LOOKUP, {"request_id": request_id})).one_or_none()
         if row is None:
             return None
         lookup = lookup_from_row(row)

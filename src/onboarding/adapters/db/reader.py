@@ -7,6 +7,7 @@ from uuid import UUID
 from sqlalchemy import Uuid, bindparam, select, text, tuple_
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from onboarding.adapters.db.engine import for_reads
 from onboarding.adapters.db.errors import database_errors
 from onboarding.adapters.db.mapping import agreement_from_row
 from onboarding.adapters.db.tables import agreements
@@ -32,7 +33,7 @@ _PING = text("SELECT 1")
 
 class SqlAgreementReader:
     def __init__(self, engine: AsyncEngine) -> None:
-        self._engine = engine
+        self._engine = for_reads(engine)
 
     async def get(self, reference: UUID) -> Agreement | None:
         with database_errors():
