@@ -3,12 +3,16 @@ unchanged on the inline SQLite engine, and still a consistent answer on both."""
 
 from __future__ import annotations
 
+import asyncpg
+import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from onboarding.adapters.db.engine import for_reads
+from onboarding.adapters.db.engine import create_engine, for_reads
 from onboarding.adapters.db.inline_sqlite import InlineEngine
 from onboarding.adapters.db.reader import SqlAgreementReader
+from onboarding.service_layer.errors import BackendUnavailable
+from tests.conftest import POSTGRES_ADMIN_URL
 from tests.integration.conftest import T0, MutableClock, new_agreement, unit_of_work
 
 
@@ -41,3 +45,34 @@ async def test_the_reader_sees_what_a_unit_of_work_committed(
 
     assert found is not None and found.reference == agreement.reference
     assert found.create_time == agreement.create_time >= T0
+
+
+@pytest.mark.parametrize("db_kind", [pytest.param("postgres", marks=pytest.mark.postgres)])
+async def test_a_read_on_a_connection_the_server_dropped_is_unavailable_then_recovers(
+    fresh_database_url: str, clock: MutableClock
+) -> None:
+    engine = create_engine(fresh_database_url, pool_size=1)
+    try:
+        agreement = new_agreement(clock())
+        async with unit_of_work(engine, clock) as uow:
+            await uow.agreements.add(agreement)
+            await uow.commit()
+        reader = SqlAgreementReader(engine)
+        assert await reader.get(agreement.reference) is not None  # the pooled connection
+        admin = await asyncpg.connect(POSTGRES_ADMIN_URL)
+        try:
+            await admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = $1 AND pid <> pg_backend_pid()",
+                fresh_database_url.rsplit("/", 1)[1],
+            )
+        finally:
+            await admin.close()
+
+        with pytest.raises(BackendUnavailable):
+            await reader.get(agreement.reference)
+        # The broken connection was not given back to the pool: the next read connects anew.
+        found = await reader.get(agreement.reference)
+        assert found is not None and found.reference == agreement.reference
+    finally:
+        await engine.dispose()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from asyncpg import exceptions as pg_exc
 from sqlalchemy import exc as sa_exc
 
 from onboarding.service_layer.errors import BackendUnavailable, WriteConflict
@@ -25,7 +26,14 @@ def translate(error: BaseException) -> BaseException | None:
         | sa_exc.TimeoutError
         | TimeoutError
         | ConnectionError
-        | OSError,
+        | OSError
+        # Raised by asyncpg itself, on the reads that bypass SQLAlchemy (see pg_rows):
+        # a lost connection (InternalClientError when the loss is seen mid-call), a server
+        # shutting down or a cancelled statement.
+        | pg_exc.InterfaceError
+        | pg_exc.InternalClientError
+        | pg_exc.PostgresConnectionError
+        | pg_exc.OperatorInterventionError,
     ):
         return BackendUnavailable()
     if isinstance(error, sa_exc.DBAPIError) and error.connection_invalidated:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from cryptography.exceptions import InvalidTag
 from sqlalchemy import bindparam, exists, select
@@ -18,6 +19,7 @@ from onboarding.adapters.db.engine import for_reads
 from onboarding.adapters.db.errors import database_errors
 from onboarding.adapters.db.inn_repositories import lookup_from_row, open_person, pending_join
 from onboarding.adapters.db.leases import LeasedStore, claim_statement
+from onboarding.adapters.db.pg_rows import PgPointQuery
 from onboarding.adapters.db.tables import inn_jobs, inn_lookups, upstream_pauses
 from onboarding.domain.inn import LookupStatus, PersonData
 from onboarding.service_layer.inn_views import JobProgress, LookupView
@@ -73,11 +75,16 @@ class SqlInnLookupReader:
     def __init__(self, engine: AsyncEngine, clock: Callable[[], datetime]) -> None:
         self._engine = for_reads(engine)
         self._clock = clock
+        self._fast = PgPointQuery(_LOOKUP) if engine.dialect.name == "postgresql" else None
 
     async def get(self, request_id: str) -> LookupView | None:
         with database_errors():
-            async with self._engine.connect() as conn:
-                row = (await conn.execute(_LOOKUP, {"request_id": request_id})).one_or_none()
+            if self._fast is not None:
+                row: Any = await self._fast.fetch_row(self._engine, request_id=request_id)
+            else:
+                async with self._engine.connect() as conn:
+                    result = await conn.execute(_LOOKUP, {"request_id": request_id})
+                    row = result.one_or_none()
         if row is None:
             return None
         lookup = lookup_from_row(row)

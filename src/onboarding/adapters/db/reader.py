@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from typing import Any
 from uuid import UUID
 
 from sqlalchemy import Uuid, bindparam, select, text, tuple_
@@ -10,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from onboarding.adapters.db.engine import for_reads
 from onboarding.adapters.db.errors import database_errors
 from onboarding.adapters.db.mapping import agreement_from_row
+from onboarding.adapters.db.pg_rows import PgPointQuery
 from onboarding.adapters.db.tables import agreements
 from onboarding.adapters.db.types import UtcDateTime
 from onboarding.domain.agreement import Agreement
@@ -34,11 +36,18 @@ _PING = text("SELECT 1")
 class SqlAgreementReader:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = for_reads(engine)
+        self._by_reference = (
+            PgPointQuery(_BY_REFERENCE) if engine.dialect.name == "postgresql" else None
+        )
 
     async def get(self, reference: UUID) -> Agreement | None:
         with database_errors():
-            async with self._engine.connect() as conn:
-                row = (await conn.execute(_BY_REFERENCE, {"reference": reference})).one_or_none()
+            if self._by_reference is not None:
+                row: Any = await self._by_reference.fetch_row(self._engine, reference=reference)
+            else:
+                async with self._engine.connect() as conn:
+                    result = await conn.execute(_BY_REFERENCE, {"reference": reference})
+                    row = result.one_or_none()
         return agreement_from_row(row) if row is not None else None
 
     async def list_by_client(
