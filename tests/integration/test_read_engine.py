@@ -3,6 +3,10 @@ unchanged on the inline SQLite engine, and still a consistent answer on both."""
 
 from __future__ import annotations
 
+import dataclasses
+from datetime import timedelta
+from uuid import UUID, uuid4
+
 import asyncpg
 import pytest
 from sqlalchemy import text
@@ -10,7 +14,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from onboarding.adapters.db.engine import create_engine, for_reads
 from onboarding.adapters.db.inline_sqlite import InlineEngine
-from onboarding.adapters.db.reader import SqlAgreementReader
+from onboarding.adapters.db.mapping import agreement_from_row
+from onboarding.adapters.db.reader import _BY_REFERENCE, SqlAgreementReader
 from onboarding.service_layer.errors import BackendUnavailable
 from tests.conftest import POSTGRES_ADMIN_URL
 from tests.integration.conftest import T0, MutableClock, new_agreement, unit_of_work
@@ -76,3 +81,26 @@ async def test_a_read_on_a_connection_the_server_dropped_is_unavailable_then_rec
         assert found is not None and found.reference == agreement.reference
     finally:
         await engine.dispose()
+
+
+async def test_the_driver_run_read_matches_sqlalchemys_value_for_value(
+    engine: AsyncEngine, clock: MutableClock
+) -> None:
+    agreement = new_agreement(clock(), request_id=f"r-{uuid4().hex}")
+    async with unit_of_work(engine, clock) as uow:
+        await uow.agreements.add(agreement)
+        await uow.commit()
+
+    fast = await SqlAgreementReader(engine).get(agreement.reference)
+    async with engine.connect() as conn:
+        row = (await conn.execute(_BY_REFERENCE, {"reference": agreement.reference})).one()
+    through_sqlalchemy = agreement_from_row(row)
+
+    assert fast is not None and fast.otp is not None
+    for field in dataclasses.fields(fast):
+        assert getattr(fast, field.name) == getattr(through_sqlalchemy, field.name), field.name
+    assert fast.otp == through_sqlalchemy.otp
+    assert isinstance(fast.reference, UUID) and isinstance(fast.otp.message_id, UUID)
+    for instant in (fast.create_time, fast.otp.send_time, fast.otp.expire_time):
+        assert instant.utcoffset() == timedelta(0)
+    assert await SqlAgreementReader(engine).get(uuid4()) is None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -27,9 +28,11 @@ def translate(error: BaseException) -> BaseException | None:
         | TimeoutError
         | ConnectionError
         | OSError
-        # Raised by asyncpg itself, on the reads that bypass SQLAlchemy (see pg_rows):
+        # Raised by the drivers themselves, on the reads that bypass SQLAlchemy (see
+        # point_reads): a database file that cannot be opened or is locked; and from asyncpg
         # a lost connection (InternalClientError when the loss is seen mid-call), a server
         # shutting down or a cancelled statement.
+        | sqlite3.OperationalError
         | pg_exc.InterfaceError
         | pg_exc.InternalClientError
         | pg_exc.PostgresConnectionError

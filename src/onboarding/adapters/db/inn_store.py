@@ -19,7 +19,7 @@ from onboarding.adapters.db.engine import for_reads
 from onboarding.adapters.db.errors import database_errors
 from onboarding.adapters.db.inn_repositories import lookup_from_row, open_person, pending_join
 from onboarding.adapters.db.leases import LeasedStore, claim_statement
-from onboarding.adapters.db.pg_rows import PgPointQuery
+from onboarding.adapters.db.point_reads import point_query
 from onboarding.adapters.db.tables import inn_jobs, inn_lookups, upstream_pauses
 from onboarding.domain.inn import LookupStatus, PersonData
 from onboarding.service_layer.inn_views import JobProgress, LookupView
@@ -75,16 +75,11 @@ class SqlInnLookupReader:
     def __init__(self, engine: AsyncEngine, clock: Callable[[], datetime]) -> None:
         self._engine = for_reads(engine)
         self._clock = clock
-        self._fast = PgPointQuery(_LOOKUP) if engine.dialect.name == "postgresql" else None
+        self._lookup = point_query(_LOOKUP, engine)
 
     async def get(self, request_id: str) -> LookupView | None:
         with database_errors():
-            if self._fast is not None:
-                row: Any = await self._fast.fetch_row(self._engine, request_id=request_id)
-            else:
-                async with self._engine.connect() as conn:
-                    result = await conn.execute(_LOOKUP, {"request_id": request_id})
-                    row = result.one_or_none()
+            row: Any = await self._lookup.fetch_row(self._engine, request_id=request_id)
         if row is None:
             return None
         lookup = lookup_from_row(row)

@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from onboarding.adapters.db.engine import for_reads
 from onboarding.adapters.db.errors import database_errors
 from onboarding.adapters.db.mapping import agreement_from_row
-from onboarding.adapters.db.pg_rows import PgPointQuery
+from onboarding.adapters.db.point_reads import point_query
 from onboarding.adapters.db.tables import agreements
 from onboarding.adapters.db.types import UtcDateTime
 from onboarding.domain.agreement import Agreement
@@ -36,18 +36,11 @@ _PING = text("SELECT 1")
 class SqlAgreementReader:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = for_reads(engine)
-        self._by_reference = (
-            PgPointQuery(_BY_REFERENCE) if engine.dialect.name == "postgresql" else None
-        )
+        self._by_reference = point_query(_BY_REFERENCE, engine)
 
     async def get(self, reference: UUID) -> Agreement | None:
         with database_errors():
-            if self._by_reference is not None:
-                row: Any = await self._by_reference.fetch_row(self._engine, reference=reference)
-            else:
-                async with self._engine.connect() as conn:
-                    result = await conn.execute(_BY_REFERENCE, {"reference": reference})
-                    row = result.one_or_none()
+            row: Any = await self._by_reference.fetch_row(self._engine, reference=reference)
         return agreement_from_row(row) if row is not None else None
 
     async def list_by_client(
