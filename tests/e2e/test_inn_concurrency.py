@@ -85,6 +85,47 @@ async def test_concurrent_conflicting_uses_of_a_request_id_keep_one_person(
     assert (await get(server, rid)).inn in winners
 
 
+async def test_concurrent_cached_finds_with_one_request_id_are_one_lookup(
+    start_server: StartServer,
+) -> None:
+    server = await start_server(inn_wait_seconds=30)
+    doc, inn = number(), valid_inn()
+    server.nalog.script(doc, found(inn))
+    await find(server, person(doc), request_id())  # the answer is stored from here on
+    rid = request_id()
+
+    answers = await asyncio.gather(*(find(server, person(doc), rid) for _ in range(30)))
+
+    assert {(a.request_id, a.status, a.inn, a.cached) for a in answers} == {(rid, FOUND, inn, True)}
+    assert len({a.create_time.ToNanoseconds() for a in answers}) == 1
+    assert server.nalog.finds[doc] == 1
+
+
+async def test_concurrent_cached_finds_reusing_a_request_id_for_others_keep_one_person(
+    start_server: StartServer,
+) -> None:
+    server = await start_server(inn_wait_seconds=30)
+    docs = [number() for _ in range(4)]
+    for doc in docs:
+        server.nalog.script(doc, found(valid_inn()))
+        await find(server, person(doc), request_id())
+    rid = request_id()
+
+    answers = await asyncio.gather(
+        *(find(server, person(doc), rid) for doc in docs for _ in range(5)),
+        return_exceptions=True,
+    )
+
+    outcomes = Counter(
+        "ok" if not isinstance(a, BaseException) else a.code()
+        for a in answers  # type: ignore[union-attr]
+    )
+    assert outcomes == {"ok": 5, grpc.StatusCode.ALREADY_EXISTS: 15}, outcomes
+    winners = {a.inn for a in answers if not isinstance(a, BaseException)}
+    assert len(winners) == 1
+    assert (await get(server, rid)).inn in winners
+
+
 # -- a lookup arriving while an answer is being recorded -------------------------------------
 
 POSTGRES_ONLY = [pytest.param("postgres", marks=pytest.mark.postgres)]
