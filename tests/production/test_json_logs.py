@@ -69,7 +69,8 @@ async def _call(flow: Flow, method: str, call: grpc.aio.UnaryUnaryCall) -> Any:
 
 
 def _birth_date() -> str:
-    return f"{1960 + secrets.randbelow(40)}-{1 + secrets.randbelow(12):02d}-" + (
+    """A birth date of someone at least 14 on the flow's document date (2011-07-19)."""
+    return f"{1960 + secrets.randbelow(35)}-{1 + secrets.randbelow(12):02d}-" + (
         f"{1 + secrets.randbelow(28):02d}"
     )
 
