@@ -138,12 +138,15 @@ def reflection_request() -> AsyncIterator[reflection_pb2.ServerReflectionRequest
     return requests()
 
 
+# The refused stream calls send no request. The server refuses before reading any, and a client
+# still writing one when the refusal lands may report its own failed write (INTERNAL, "Failed
+# execute_batch") instead of the server's status: CI saw that once in grpcio's aio client.
+
+
 async def test_reflection_without_a_token_is_unauthenticated(server: RunningServer) -> None:
     stub = reflection_pb2_grpc.ServerReflectionStub(server.channel)
 
-    code, reason = await refusal(
-        list_services(stub.ServerReflectionInfo(reflection_request(), timeout=5))
-    )
+    code, reason = await refusal(stub.ServerReflectionInfo(timeout=5).read())
 
     assert (code, reason) == (grpc.StatusCode.UNAUTHENTICATED, "UNAUTHENTICATED")
 
@@ -163,9 +166,9 @@ async def test_reflection_v1_without_a_token_is_unauthenticated(server: RunningS
         REFLECTION_V1,
         request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
         response_deserializer=reflection_pb2.ServerReflectionResponse.FromString,
-    )(reflection_request(), timeout=5)
+    )(timeout=5)
 
-    code, reason = await refusal(list_services(call))
+    code, reason = await refusal(call.read())
 
     assert (code, reason) == (grpc.StatusCode.UNAUTHENTICATED, "UNAUTHENTICATED")
 
