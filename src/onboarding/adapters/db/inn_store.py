@@ -15,7 +15,6 @@ from cryptography.exceptions import InvalidTag
 from sqlalchemy import bindparam, exists, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from onboarding.adapters.db.engine import for_reads
 from onboarding.adapters.db.errors import database_errors
 from onboarding.adapters.db.inn_repositories import lookup_from_row, open_person, pending_join
 from onboarding.adapters.db.leases import LeasedStore, claim_statement
@@ -73,13 +72,12 @@ _LOOKUP = (
 
 class SqlInnLookupReader:
     def __init__(self, engine: AsyncEngine, clock: Callable[[], datetime]) -> None:
-        self._engine = for_reads(engine)
         self._clock = clock
         self._lookup = point_query(_LOOKUP, engine)
 
     async def get(self, request_id: str) -> LookupView | None:
         with database_errors():
-            row: Any = await self._lookup.fetch_row(self._engine, request_id=request_id)
+            row: Any = await self._lookup.fetch_row(request_id=request_id)
         if row is None:
             return None
         lookup = lookup_from_row(row)

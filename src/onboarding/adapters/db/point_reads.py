@@ -47,16 +47,17 @@ class RecordRow:
 
 
 class PgPointQuery:
-    def __init__(self, statement: Any) -> None:
+    def __init__(self, statement: Any, engine: AsyncEngine) -> None:
+        self._engine = engine
         compiled = statement.compile(dialect=_ASYNCPG)
         self._sql = str(compiled)
         self._names = list(compiled.positiontup or ())
         #: Values compiled into the statement itself, e.g. a status compared with a literal.
         self._fixed = dict(compiled.params)
 
-    async def fetch_row(self, engine: AsyncEngine, **values: Any) -> RecordRow | None:
+    async def fetch_row(self, **values: Any) -> RecordRow | None:
         args = [values[name] if name in values else self._fixed[name] for name in self._names]
-        async with engine.connect() as conn:
+        async with self._engine.connect() as conn:
             driver: Any = (await conn.get_raw_connection()).driver_connection
             try:
                 record = await driver.fetchrow(self._sql, *args)
@@ -68,6 +69,7 @@ class PgPointQuery:
 
 class SqlitePointQuery:
     def __init__(self, statement: Any, engine: InlineEngine) -> None:
+        self._engine = engine
         dialect = engine.dialect
         compiled = statement.compile(dialect=dialect)
         self._sql = str(compiled)
@@ -81,12 +83,12 @@ class SqlitePointQuery:
             for column in statement.selected_columns
         ]
 
-    async def fetch_row(self, engine: InlineEngine, **values: Any) -> RecordRow | None:
+    async def fetch_row(self, **values: Any) -> RecordRow | None:
         args = []
         for name, process in self._binds:
             value = values[name] if name in values else self._fixed[name]
             args.append(process(value) if process is not None else value)
-        async with engine.connect() as conn:
+        async with self._engine.connect() as conn:
             driver = conn.sync_connection.connection.driver_connection
             found = driver.execute(self._sql, args).fetchone()
         if found is None:
@@ -100,6 +102,8 @@ class SqlitePointQuery:
 
 
 def point_query(statement: Any, engine: Any) -> PgPointQuery | SqlitePointQuery:
+    """The statement as a point read on the engine. It opens no transaction on either
+    database, so the engine needs no autocommit copy (see ``engine.for_reads``)."""
     if isinstance(engine, InlineEngine):
         return SqlitePointQuery(statement, engine)
-    return PgPointQuery(statement)
+    return PgPointQuery(statement, engine)

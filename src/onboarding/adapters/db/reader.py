@@ -40,7 +40,7 @@ class SqlAgreementReader:
 
     async def get(self, reference: UUID) -> Agreement | None:
         with database_errors():
-            row: Any = await self._by_reference.fetch_row(self._engine, reference=reference)
+            row: Any = await self._by_reference.fetch_row(reference=reference)
         return agreement_from_row(row) if row is not None else None
 
     async def list_by_client(
