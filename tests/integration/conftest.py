@@ -13,7 +13,7 @@ from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from onboarding.adapters.crypto import Keyring
-from onboarding.adapters.db import migrate
+from onboarding.adapters.db import direct, migrate
 from onboarding.adapters.db.engine import create_engine
 from onboarding.adapters.db.unit_of_work import SqlUnitOfWork
 from onboarding.domain.agreement import Agreement, OtpPolicy
@@ -111,19 +111,20 @@ def issued(agreement: Agreement) -> OtpIssued:
 
 @contextmanager
 def statements(engine: AsyncEngine) -> Iterator[list[str]]:
-    """Collects the SQL text of every statement the engine sends while inside."""
-    seen: list[str] = []
+    """Collects the SQL text of every statement the engine sends while inside: through
+    SQLAlchemy, and run by the driver directly (see ``direct``)."""
 
     def record(
         _conn: Any, _cursor: Any, statement: str, _params: Any, _ctx: Any, _many: bool
     ) -> None:
         seen.append(statement)
 
-    event.listen(engine.sync_engine, "before_cursor_execute", record)
-    try:
-        yield seen
-    finally:
-        event.remove(engine.sync_engine, "before_cursor_execute", record)
+    with direct.watch(engine) as seen:
+        event.listen(engine.sync_engine, "before_cursor_execute", record)
+        try:
+            yield seen
+        finally:
+            event.remove(engine.sync_engine, "before_cursor_execute", record)
 
 
 def updates(seen: list[str]) -> list[str]:

@@ -20,6 +20,11 @@ def translate(error: BaseException) -> BaseException | None:
         marker in str(error.orig).lower() for marker in _UNIQUE_MARKERS
     ):
         return WriteConflict(type(error.orig).__name__)
+    # The drivers' own, from the statements they run directly (see ``direct``).
+    if isinstance(error, pg_exc.UniqueViolationError) or (
+        isinstance(error, sqlite3.IntegrityError) and "unique" in str(error).lower()
+    ):
+        return WriteConflict(type(error).__name__)
     if isinstance(
         error,
         sa_exc.OperationalError
@@ -28,8 +33,8 @@ def translate(error: BaseException) -> BaseException | None:
         | TimeoutError
         | ConnectionError
         | OSError
-        # Raised by the drivers themselves, on the reads that bypass SQLAlchemy (see
-        # point_reads): a database file that cannot be opened or is locked; and from asyncpg
+        # Raised by the drivers themselves, on the statements they run directly (see
+        # ``direct``): a database file that cannot be opened or is locked; and from asyncpg
         # a lost connection (InternalClientError when the loss is seen mid-call), a server
         # shutting down or a cancelled statement.
         | sqlite3.OperationalError

@@ -14,23 +14,90 @@ from typing import Any
 
 from sqlalchemy import and_, bindparam, delete, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from onboarding.adapters.crypto import Sealer
+from onboarding.adapters.db.direct import Statement, Transaction
 from onboarding.adapters.db.tables import inn_jobs, inn_lookups, inn_results, upstream_pauses
 from onboarding.domain.inn import InnLookup, LookupStatus, PersonData, StoredAnswer
 
 _PENDING = LookupStatus.PENDING.value
-# The hot statements (every FindInn), built once; values bound at execution.
-_LOOKUP = select(inn_lookups).where(inn_lookups.c.request_id == bindparam("request_id"))
-_INSERT_LOOKUP = insert(inn_lookups)
-_STORED = select(inn_results.c.status, inn_results.c.inn, inn_results.c.expire_time).where(
-    inn_results.c.person_key == bindparam("person_key")
+# Built once; values bound at execution (see ``direct``).
+_LOOKUP = Statement(select(inn_lookups).where(inn_lookups.c.request_id == bindparam("request_id")))
+_INSERT_LOOKUP = Statement(insert(inn_lookups))
+_STORED = Statement(
+    select(inn_results.c.status, inn_results.c.inn, inn_results.c.expire_time).where(
+        inn_results.c.person_key == bindparam("person_key")
+    )
 )
+_FINISH_PENDING = Statement(
+    update(inn_lookups)
+    .where(inn_lookups.c.person_key == bindparam("key"), inn_lookups.c.status == _PENDING)
+    .values(
+        status=bindparam("status"),
+        inn=bindparam("inn"),
+        details=bindparam("details"),
+        attempts=bindparam("attempts"),
+        finish_time=bindparam("now"),
+    )
+)
+_RESCHEDULE_JOB = Statement(
+    update(inn_jobs)
+    .where(inn_jobs.c.person_key == bindparam("key"))
+    .values(next_attempt_time=bindparam("at"), lease_expire_time=None, details=bindparam("details"))
+)
+_REMOVE_JOB = Statement(delete(inn_jobs).where(inn_jobs.c.person_key == bindparam("key")))
 
 
-def dialect_insert(conn: AsyncConnection) -> Any:
-    return postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+def _per_dialect(build: Any) -> dict[str, Statement]:
+    """A statement written with each dialect's INSERT (for ON CONFLICT)."""
+    return {
+        "postgresql": Statement(build(postgresql.insert)),
+        "sqlite": Statement(build(sqlite.insert)),
+    }
+
+
+def _job_upsert(dialect_insert: Any) -> Any:
+    """The person's job, made if missing and locked either way, in one statement."""
+    stmt = dialect_insert(inn_jobs).values(
+        person_key=bindparam("person_key"),
+        person_sealed=bindparam("person_sealed"),
+        attempts=0,
+        details="waiting for service.nalog.ru",
+        next_attempt_time=bindparam("now"),
+        create_time=bindparam("now"),
+    )
+    return stmt.on_conflict_do_update(
+        index_elements=[inn_jobs.c.person_key],
+        set_={"person_key": stmt.excluded.person_key},
+    )
+
+
+def _result_upsert(dialect_insert: Any) -> Any:
+    values = {
+        "status": bindparam("status"),
+        "inn": bindparam("inn"),
+        "fetch_time": bindparam("now"),
+        "expire_time": bindparam("expire_time"),
+    }
+    stmt = dialect_insert(inn_results).values(person_key=bindparam("person_key"), **values)
+    return stmt.on_conflict_do_update(index_elements=[inn_results.c.person_key], set_=values)
+
+
+def _pause_upsert(dialect_insert: Any) -> Any:
+    """Pauses an upstream until a time, never shortening a longer pause."""
+    stmt = dialect_insert(upstream_pauses).values(
+        upstream=bindparam("upstream"), pause_until=bindparam("until")
+    )
+    return stmt.on_conflict_do_update(
+        index_elements=[upstream_pauses.c.upstream],
+        set_={"pause_until": stmt.excluded.pause_until},
+        where=upstream_pauses.c.pause_until < stmt.excluded.pause_until,
+    )
+
+
+_UPSERT_JOB = _per_dialect(_job_upsert)
+_UPSERT_RESULT = _per_dialect(_result_upsert)
+_UPSERT_PAUSE = _per_dialect(_pause_upsert)
 
 
 def lookup_from_row(row: Any) -> InnLookup:
@@ -74,13 +141,13 @@ def open_person(sealer: Sealer, person_key: bytes, sealed: bytes) -> PersonData:
 
 
 class SqlInnLookupRepository:
-    def __init__(self, conn: AsyncConnection) -> None:
+    def __init__(self, conn: Transaction) -> None:
         self._conn = conn
         #: People whose lookups this transaction finished: their waiters are woken on commit.
         self.finished_people: set[bytes] = set()
 
     async def get(self, request_id: str) -> InnLookup | None:
-        row = (await self._conn.execute(_LOOKUP, {"request_id": request_id})).one_or_none()
+        row = await self._conn.fetch_one(_LOOKUP, {"request_id": request_id})
         return lookup_from_row(row) if row is not None else None
 
     async def add(self, lookup: InnLookup) -> None:
@@ -110,58 +177,55 @@ class SqlInnLookupRepository:
         now: datetime,
     ) -> None:
         await self._conn.execute(
-            update(inn_lookups)
-            .where(inn_lookups.c.person_key == person_key, inn_lookups.c.status == _PENDING)
-            .values(
-                status=status.value, inn=inn, details=details, attempts=attempts, finish_time=now
-            )
+            _FINISH_PENDING,
+            {
+                "key": person_key,
+                "status": status.value,
+                "inn": inn,
+                "details": details,
+                "attempts": attempts,
+                "now": now,
+            },
         )
         self.finished_people.add(person_key)
 
 
 class SqlInnJobRepository:
-    def __init__(self, conn: AsyncConnection, sealer: Sealer) -> None:
+    def __init__(self, conn: Transaction, sealer: Sealer) -> None:
         self._conn = conn
         self._sealer = sealer
         self.started = 0
 
     async def join_or_start(self, person_key: bytes, person: PersonData, now: datetime) -> None:
         """The person's job, made if missing and locked either way, in one statement."""
-        stmt = dialect_insert(self._conn)(inn_jobs).values(
-            person_key=person_key,
-            person_sealed=seal_person(self._sealer, person_key, person),
-            attempts=0,
-            details="waiting for service.nalog.ru",
-            next_attempt_time=now,
-            create_time=now,
+        await self._conn.execute(
+            _UPSERT_JOB[self._conn.dialect_name],
+            {
+                "person_key": person_key,
+                "person_sealed": seal_person(self._sealer, person_key, person),
+                "now": now,
+            },
         )
-        stmt = stmt.on_conflict_do_update(
-            index_elements=[inn_jobs.c.person_key],
-            set_={"person_key": stmt.excluded.person_key},
-        )
-        await self._conn.execute(stmt)
         self.started += 1
 
     async def reschedule(
         self, person_key: bytes, next_attempt_time: datetime, details: str
     ) -> None:
         await self._conn.execute(
-            update(inn_jobs)
-            .where(inn_jobs.c.person_key == person_key)
-            .values(next_attempt_time=next_attempt_time, lease_expire_time=None, details=details)
+            _RESCHEDULE_JOB, {"key": person_key, "at": next_attempt_time, "details": details}
         )
 
     async def remove(self, person_key: bytes) -> None:
         """Ends the job, and with it the only stored copy of the passport data."""
-        await self._conn.execute(delete(inn_jobs).where(inn_jobs.c.person_key == person_key))
+        await self._conn.execute(_REMOVE_JOB, {"key": person_key})
 
 
 class SqlInnResultRepository:
-    def __init__(self, conn: AsyncConnection) -> None:
+    def __init__(self, conn: Transaction) -> None:
         self._conn = conn
 
     async def get(self, person_key: bytes) -> StoredAnswer | None:
-        row = (await self._conn.execute(_STORED, {"person_key": person_key})).one_or_none()
+        row = await self._conn.fetch_one(_STORED, {"person_key": person_key})
         if row is None:
             return None
         return StoredAnswer(LookupStatus(row.status), row.inn, row.expire_time)
@@ -175,28 +239,26 @@ class SqlInnResultRepository:
         now: datetime,
         expire_time: datetime,
     ) -> None:
-        values = {"status": status.value, "inn": inn, "fetch_time": now, "expire_time": expire_time}
-        stmt = dialect_insert(self._conn)(inn_results).values(person_key=person_key, **values)
         await self._conn.execute(
-            stmt.on_conflict_do_update(index_elements=[inn_results.c.person_key], set_=values)
+            _UPSERT_RESULT[self._conn.dialect_name],
+            {
+                "person_key": person_key,
+                "status": status.value,
+                "inn": inn,
+                "now": now,
+                "expire_time": expire_time,
+            },
         )
 
 
 class SqlUpstreamPauses:
-    def __init__(self, conn: AsyncConnection) -> None:
+    def __init__(self, conn: Transaction) -> None:
         self._conn = conn
 
     async def pause(self, upstream: str, until: datetime) -> None:
         """Pauses calls to ``upstream`` until ``until`` (never shortens a longer pause)."""
-        stmt = dialect_insert(self._conn)(upstream_pauses).values(
-            upstream=upstream, pause_until=until
-        )
         await self._conn.execute(
-            stmt.on_conflict_do_update(
-                index_elements=[upstream_pauses.c.upstream],
-                set_={"pause_until": stmt.excluded.pause_until},
-                where=upstream_pauses.c.pause_until < stmt.excluded.pause_until,
-            )
+            _UPSERT_PAUSE[self._conn.dialect_name], {"upstream": upstream, "until": until}
         )
 
 

@@ -15,10 +15,10 @@ from cryptography.exceptions import InvalidTag
 from sqlalchemy import bindparam, exists, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from onboarding.adapters.db import direct
 from onboarding.adapters.db.errors import database_errors
 from onboarding.adapters.db.inn_repositories import lookup_from_row, open_person, pending_join
 from onboarding.adapters.db.leases import LeasedStore, claim_statement
-from onboarding.adapters.db.point_reads import point_query
 from onboarding.adapters.db.tables import inn_jobs, inn_lookups, upstream_pauses
 from onboarding.domain.inn import LookupStatus, PersonData
 from onboarding.service_layer.inn_views import JobProgress, LookupView
@@ -58,7 +58,7 @@ class SqlInnJobStore(LeasedStore):
         return claimed
 
 
-_LOOKUP = (
+_LOOKUP = direct.Statement(
     select(
         inn_lookups,
         inn_jobs.c.attempts.label("job_attempts"),
@@ -73,11 +73,11 @@ _LOOKUP = (
 class SqlInnLookupReader:
     def __init__(self, engine: AsyncEngine, clock: Callable[[], datetime]) -> None:
         self._clock = clock
-        self._lookup = point_query(_LOOKUP, engine)
+        self._engine = engine
 
     async def get(self, request_id: str) -> LookupView | None:
         with database_errors():
-            row: Any = await self._lookup.fetch_row(request_id=request_id)
+            row: Any = await direct.read_one(self._engine, _LOOKUP, {"request_id": request_id})
         if row is None:
             return None
         lookup = lookup_from_row(row)

@@ -8,10 +8,10 @@ from uuid import UUID
 from sqlalchemy import Uuid, bindparam, select, text, tuple_
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from onboarding.adapters.db import direct
 from onboarding.adapters.db.engine import for_reads
 from onboarding.adapters.db.errors import database_errors
 from onboarding.adapters.db.mapping import agreement_from_row
-from onboarding.adapters.db.point_reads import point_query
 from onboarding.adapters.db.tables import agreements
 from onboarding.adapters.db.types import UtcDateTime
 from onboarding.domain.agreement import Agreement
@@ -20,6 +20,7 @@ from onboarding.service_layer.views import PageCursor
 _COLUMNS = [c for c in agreements.c if c.name != "phone_sealed"]
 # Built once; values are bound at execution (see repositories).
 _BY_REFERENCE = select(*_COLUMNS).where(agreements.c.reference == bindparam("reference"))
+_GET = direct.Statement(_BY_REFERENCE)
 _BY_CLIENT = (
     select(*_COLUMNS)
     .where(agreements.c.id_hash == bindparam("id_hash"))
@@ -35,12 +36,12 @@ _PING = text("SELECT 1")
 
 class SqlAgreementReader:
     def __init__(self, engine: AsyncEngine) -> None:
+        self._point_engine = engine  # the driver reads in autocommit already (see direct)
         self._engine = for_reads(engine)
-        self._by_reference = point_query(_BY_REFERENCE, engine)
 
     async def get(self, reference: UUID) -> Agreement | None:
         with database_errors():
-            row: Any = await self._by_reference.fetch_row(reference=reference)
+            row: Any = await direct.read_one(self._point_engine, _GET, {"reference": reference})
         return agreement_from_row(row) if row is not None else None
 
     async def list_by_client(

@@ -4,9 +4,7 @@ Writes lock the rows they will change (``SELECT … FOR UPDATE`` on PostgreSQL; 
 transaction began IMMEDIATE and holds the database's write lock), so rules such as "three tries
 per code" hold under concurrent calls: the check and the write see one consistent row.
 
-Statements are built once, with bind parameters, and given their values at execution: SQLAlchemy
-then finds the compiled form in its cache instead of rebuilding and re-keying a statement with
-the values baked in on every call.
+Statements are built once, with bind parameters, and run by the driver (see ``direct``).
 """
 
 from __future__ import annotations
@@ -19,9 +17,9 @@ from uuid import UUID
 
 from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from onboarding.adapters.crypto import Sealer
+from onboarding.adapters.db.direct import Statement, Transaction
 from onboarding.adapters.db.mapping import agreement_from_row, agreement_to_row
 from onboarding.adapters.db.tables import agreements, outbox_messages, phone_send_quotas
 from onboarding.domain.agreement import Agreement, DeliveryStatus
@@ -29,14 +27,14 @@ from onboarding.domain.phone import PhoneNumber
 from onboarding.domain.quota import PhoneSendQuota
 from onboarding.service_layer.unit_of_work import OutgoingSms
 
-_INSERT_AGREEMENT = insert(agreements)
-_LOCK_BY_REFERENCE = (
+_INSERT_AGREEMENT = Statement(insert(agreements))
+_LOCK_BY_REFERENCE = Statement(
     select(agreements).where(agreements.c.reference == bindparam("key")).with_for_update()
 )
-_LOCK_BY_REQUEST_ID = (
+_LOCK_BY_REQUEST_ID = Statement(
     select(agreements).where(agreements.c.request_id == bindparam("key")).with_for_update()
 )
-_UPDATE_AGREEMENT = update(agreements).where(agreements.c.reference == bindparam("key"))
+_UPDATE_AGREEMENT = Statement(update(agreements).where(agreements.c.reference == bindparam("key")))
 
 
 def _quota_upsert(dialect_insert: Any) -> Any:
@@ -50,17 +48,19 @@ def _quota_upsert(dialect_insert: Any) -> Any:
 
 
 _LOCK_QUOTA = {
-    "postgresql": _quota_upsert(postgresql.insert),
-    "sqlite": _quota_upsert(sqlite.insert),
+    "postgresql": Statement(_quota_upsert(postgresql.insert)),
+    "sqlite": Statement(_quota_upsert(sqlite.insert)),
 }
-_UPDATE_QUOTA = update(phone_send_quotas).where(phone_send_quotas.c.phone_mac == bindparam("key"))
-_INSERT_OUTBOX = insert(outbox_messages)
+_UPDATE_QUOTA = Statement(
+    update(phone_send_quotas).where(phone_send_quotas.c.phone_mac == bindparam("key"))
+)
+_INSERT_OUTBOX = Statement(insert(outbox_messages))
 
 
 class SqlAgreementRepository:
     """Keeps each loaded agreement with the row it came from; ``flush`` writes what changed."""
 
-    def __init__(self, conn: AsyncConnection, sealer: Sealer) -> None:
+    def __init__(self, conn: Transaction, sealer: Sealer) -> None:
         self._conn = conn
         self._sealer = sealer
         #: Each agreement with its row as last read or written; None until it is inserted.
@@ -100,9 +100,8 @@ class SqlAgreementRepository:
                 await self._conn.execute(_UPDATE_AGREEMENT, {"key": reference, **changed})
                 loaded.update(changed)
 
-    async def _load(self, statement: Any, key: object) -> Agreement | None:
-        result = await self._conn.execute(statement, {"key": key})
-        found = result.one_or_none()
+    async def _load(self, statement: Statement, key: object) -> Agreement | None:
+        found = await self._conn.fetch_one(statement, {"key": key})
         if found is None:
             return None
         if found.reference in self._tracked:
@@ -119,13 +118,15 @@ class SqlAgreementRepository:
 
 
 class SqlPhoneQuotaRepository:
-    def __init__(self, conn: AsyncConnection) -> None:
+    def __init__(self, conn: Transaction) -> None:
         self._conn = conn
         self._tracked: list[tuple[PhoneSendQuota, str]] = []
 
     async def get_for_update(self, phone_mac: bytes) -> PhoneSendQuota:
-        statement = _LOCK_QUOTA[self._conn.dialect.name]
-        stored = (await self._conn.execute(statement, {"phone_mac": phone_mac})).scalar_one()
+        statement = _LOCK_QUOTA[self._conn.dialect_name]
+        found = await self._conn.fetch_one(statement, {"phone_mac": phone_mac})
+        assert found is not None, "the upsert returns the row it made or locked"
+        stored: str = found.send_times
         times = [datetime.fromtimestamp(float(t), UTC) for t in stored.split()]
         quota = PhoneSendQuota(phone_mac=phone_mac, send_times=times)
         self._tracked.append((quota, stored))
@@ -144,7 +145,7 @@ class SqlPhoneQuotaRepository:
 class SqlOutbox:
     """The send side of the outbox: rows written in the command's own transaction."""
 
-    def __init__(self, conn: AsyncConnection, sealer: Sealer, clock: Any) -> None:
+    def __init__(self, conn: Transaction, sealer: Sealer, clock: Any) -> None:
         self._conn = conn
         self._sealer = sealer
         self._clock = clock

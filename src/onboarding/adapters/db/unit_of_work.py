@@ -6,11 +6,12 @@ from collections.abc import Callable
 from datetime import datetime
 from types import TracebackType
 
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from onboarding.adapters.crypto import Sealer
-from onboarding.adapters.db.engine import SQLITE_BEGIN
+from onboarding.adapters.db import direct
 from onboarding.adapters.db.errors import database_errors, translate
+from onboarding.adapters.db.inline_sqlite import InlineEngine
 from onboarding.adapters.db.inn_repositories import (
     SqlInnJobRepository,
     SqlInnLookupRepository,
@@ -33,25 +34,22 @@ class SqlUnitOfWork:
     inn_results: SqlInnResultRepository
     upstream_pauses: SqlUpstreamPauses
 
-    def __init__(self, engine: AsyncEngine, sealer: Sealer, clock: Callable[[], datetime]) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine | InlineEngine,
+        sealer: Sealer,
+        clock: Callable[[], datetime],
+    ) -> None:
         self._engine = engine
         self._sealer = sealer
         self._clock = clock
-        self._conn: AsyncConnection | None = None
+        self._conn: direct.Transaction | None = None
 
     async def __aenter__(self) -> SqlUnitOfWork:
+        # Every unit of work writes: on SQLite the write lock is taken at BEGIN. A BEGIN that
+        # fails gives its connection back (see ``direct.begin``).
         with database_errors():
-            conn = await self._engine.connect()
-        try:
-            with database_errors():
-                # Every unit of work writes: on SQLite take the write lock at BEGIN.
-                await conn.execution_options(**{SQLITE_BEGIN: "IMMEDIATE"})
-                await conn.begin()
-        except BaseException:
-            # Give the connection back: a lost one is a pool slot gone on PostgreSQL, and on
-            # the inline SQLite engine the only connection, with everything waiting for it.
-            await conn.close()
-            raise
+            conn = await direct.begin(self._engine)
         self._conn = conn
         self.agreements = SqlAgreementRepository(conn, self._sealer)
         self.phone_quotas = SqlPhoneQuotaRepository(conn)

@@ -1,0 +1,328 @@
+"""Statements run by the database driver itself: the hot paths' way to the database.
+
+SQLAlchemy's execution layer costs more per statement than these statements cost the database:
+an execution context, a cache key, parameter and result processing, events, and on asyncpg a
+greenlet switch each way. A CreateAgreement is five statements and a FindInn three, so that
+layer was most of their database time. Here statements are still built with Core, once, at
+import; each is compiled once per dialect (and, for an INSERT or UPDATE, per set of columns
+given), and run on the driver with the columns' own bind and result processors:
+
+- SQLite: the inline engine's sqlite3 connection, ``BEGIN IMMEDIATE`` … ``COMMIT``.
+- PostgreSQL: the pooled connection's asyncpg connection, whose statement cache prepares each
+  statement once. SQLAlchemy's pool still owns the connection: checkout, recycling, and
+  invalidation of a connection that failed mid-call (a cancelled or timed-out call, a lost
+  server), which must not go back to the pool.
+
+Errors are the drivers' own; ``errors.translate`` knows them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import asyncpg
+from sqlalchemy import util as sa_util
+from sqlalchemy.dialects.postgresql import asyncpg as asyncpg_dialect
+from sqlalchemy.engine import Dialect
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.sql.dml import ValuesBase
+
+from onboarding.adapters.db.inline_sqlite import InlineConnection, InlineEngine
+
+ASYNCPG = asyncpg_dialect.dialect()
+_REQUIRED = sa_util.symbol("REQUIRED")
+#: An INSERT or UPDATE is compiled per set of columns given; past this many sets, per call.
+_MAX_SHAPES = 64
+Processor = Callable[[Any], Any] | None
+_CONNECTION_LOST = (
+    asyncpg.PostgresConnectionError,
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.exceptions.InternalClientError,
+)
+
+
+class RecordRow:
+    """A row read by attribute, as the row mappers read SQLAlchemy rows."""
+
+    __slots__ = ("_values",)
+
+    def __init__(self, values: dict[str, Any]) -> None:
+        self._values = values
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self._values[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
+class _Compiled:
+    """One statement in one dialect's SQL, with what turns values into its arguments and its
+    rows into ``RecordRow``."""
+
+    __slots__ = ("_binds", "_columns", "sql")
+
+    def __init__(self, statement: Any, dialect: Dialect, column_keys: Sequence[str] | None):
+        compiled = statement.compile(dialect=dialect, column_keys=column_keys)
+        self.sql = str(compiled)
+        fixed = dict(compiled.params)
+        for column in (*compiled.insert_prefetch, *compiled.update_prefetch):
+            default = column.default if column.key in fixed else None
+            if default is not None and default.is_scalar:
+                fixed[column.key] = default.arg
+        self._binds: list[tuple[str, Any, Processor]] = [
+            (
+                name,
+                fixed.get(name, _REQUIRED),
+                compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect),
+            )
+            for name in compiled.positiontup or ()
+        ]
+        self._columns: list[tuple[str, Processor]] = [
+            (column.key, column.type.dialect_impl(dialect).result_processor(dialect, None))
+            for column in statement.exported_columns
+        ]
+
+    def arguments(self, values: Mapping[str, Any]) -> list[Any]:
+        arguments = []
+        for name, fixed, process in self._binds:
+            value = values.get(name, fixed)
+            if value is _REQUIRED:
+                raise KeyError(f"no value for the bind parameter {name!r}")
+            arguments.append(process(value) if process is not None and value is not None else value)
+        return arguments
+
+    def row(self, values: Sequence[Any]) -> RecordRow:
+        return RecordRow(
+            {
+                key: process(value) if process is not None else value
+                for (key, process), value in zip(self._columns, values, strict=True)
+            }
+        )
+
+
+class Statement:
+    """A Core statement built once, compiled on first use for each dialect."""
+
+    __slots__ = ("_by_columns", "_compiled", "_statement")
+
+    def __init__(self, statement: Any) -> None:
+        self._statement = statement
+        # An INSERT or UPDATE without .values() takes its columns from the values given.
+        self._by_columns = isinstance(statement, ValuesBase) and not (
+            statement._values or statement._multi_values
+        )
+        self._compiled: dict[Any, _Compiled] = {}
+
+    def compiled(self, dialect: Dialect, values: Mapping[str, Any]) -> _Compiled:
+        key: Any = dialect.name
+        if self._by_columns:
+            key = (key, *values)
+        found = self._compiled.get(key)
+        if found is None:
+            found = _Compiled(self._statement, dialect, list(values) if self._by_columns else None)
+            if len(self._compiled) < _MAX_SHAPES:
+                self._compiled[key] = found
+        return found
+
+    def __str__(self) -> str:
+        return str(self._statement)
+
+
+_EMPTY: Mapping[str, Any] = {}
+#: Statement watchers per engine (see ``watch``); empty outside tests.
+_WATCHERS: dict[int, list[Callable[[str], None]]] = {}
+
+
+@contextmanager
+def watch(engine: Any) -> Iterator[list[str]]:
+    """Collects the SQL of every statement run here on ``engine`` while inside."""
+    seen: list[str] = []
+    watchers = _WATCHERS.setdefault(id(engine.sync_engine), [])
+    watchers.append(seen.append)
+    try:
+        yield seen
+    finally:
+        watchers.remove(seen.append)
+        if not watchers:
+            del _WATCHERS[id(engine.sync_engine)]
+
+
+def _announce(engine: Any, sql: str) -> None:
+    for watcher in _WATCHERS.get(id(engine.sync_engine), ()):
+        watcher(sql)
+
+
+class SqliteTransaction:
+    """A write transaction on the inline engine's one connection (which it holds throughout)."""
+
+    def __init__(self, engine: InlineEngine, connection: InlineConnection) -> None:
+        self._engine = engine
+        self._connection = connection
+        self._db = connection.sync_connection.connection.driver_connection
+        self.dialect: Dialect = engine.dialect
+        self.dialect_name = "sqlite"
+
+    def _run(self, statement: Statement, values: Mapping[str, Any]) -> tuple[_Compiled, Any]:
+        compiled = statement.compiled(self.dialect, values)
+        if _WATCHERS:
+            _announce(self._engine, compiled.sql)
+        return compiled, self._db.execute(compiled.sql, compiled.arguments(values))
+
+    async def fetch_one(
+        self, statement: Statement, values: Mapping[str, Any] = _EMPTY
+    ) -> RecordRow | None:
+        compiled, cursor = self._run(statement, values)
+        found = cursor.fetchone()
+        return compiled.row(found) if found is not None else None
+
+    async def fetch_all(
+        self, statement: Statement, values: Mapping[str, Any] = _EMPTY
+    ) -> list[RecordRow]:
+        compiled, cursor = self._run(statement, values)
+        return [compiled.row(found) for found in cursor.fetchall()]
+
+    async def execute(self, statement: Statement, values: Mapping[str, Any] = _EMPTY) -> None:
+        self._run(statement, values)
+
+    async def execute_many(self, statement: Statement, rows: Sequence[Mapping[str, Any]]) -> None:
+        if not rows:
+            return
+        compiled = statement.compiled(self.dialect, rows[0])
+        if _WATCHERS:
+            _announce(self._engine, compiled.sql)
+        self._db.executemany(compiled.sql, [compiled.arguments(values) for values in rows])
+
+    async def commit(self) -> None:
+        self._db.execute("COMMIT")
+
+    async def close(self) -> None:
+        try:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+        finally:
+            await self._connection.close()
+
+
+class PgTransaction:
+    """A transaction on one pooled connection's asyncpg connection."""
+
+    def __init__(self, engine: AsyncEngine, connection: AsyncConnection, db: Any) -> None:
+        self._engine = engine
+        self._connection = connection
+        self._db = db
+        self._broken = False
+        self.dialect: Dialect = ASYNCPG
+        self.dialect_name = "postgresql"
+
+    async def _call(self, method: Callable[..., Any], sql: str, *arguments: Any) -> Any:
+        if _WATCHERS:
+            _announce(self._engine, sql)
+        try:
+            return await method(sql, *arguments)
+        except BaseException as error:
+            # Only a statement the server refused leaves the connection as it was. Cancelled,
+            # timed out, lost, or the server shutting down: it is in an unknown state.
+            if not isinstance(error, asyncpg.PostgresError) or isinstance(error, _CONNECTION_LOST):
+                self._broken = True
+            raise
+
+    async def fetch_one(
+        self, statement: Statement, values: Mapping[str, Any] = _EMPTY
+    ) -> RecordRow | None:
+        compiled = statement.compiled(ASYNCPG, values)
+        found = await self._call(self._db.fetchrow, compiled.sql, *compiled.arguments(values))
+        return compiled.row(found) if found is not None else None
+
+    async def fetch_all(
+        self, statement: Statement, values: Mapping[str, Any] = _EMPTY
+    ) -> list[RecordRow]:
+        compiled = statement.compiled(ASYNCPG, values)
+        rows = await self._call(self._db.fetch, compiled.sql, *compiled.arguments(values))
+        return [compiled.row(found) for found in rows]
+
+    async def execute(self, statement: Statement, values: Mapping[str, Any] = _EMPTY) -> None:
+        compiled = statement.compiled(ASYNCPG, values)
+        await self._call(self._db.execute, compiled.sql, *compiled.arguments(values))
+
+    async def execute_many(self, statement: Statement, rows: Sequence[Mapping[str, Any]]) -> None:
+        if not rows:
+            return
+        compiled = statement.compiled(ASYNCPG, rows[0])
+        arguments = [compiled.arguments(values) for values in rows]
+        await self._call(self._db.executemany, compiled.sql, arguments)
+
+    async def begin(self) -> None:
+        await self._call(self._db.execute, "BEGIN")
+
+    async def commit(self) -> None:
+        await self._call(self._db.execute, "COMMIT")
+
+    async def close(self) -> None:
+        try:
+            if not self._broken and self._db.is_in_transaction():
+                try:
+                    await self._db.execute("ROLLBACK")
+                except BaseException:
+                    self._broken = True
+                    raise
+        finally:
+            if self._broken:
+                await self._connection.invalidate()
+            await self._connection.close()
+
+
+Transaction = SqliteTransaction | PgTransaction
+
+
+async def begin(engine: AsyncEngine | InlineEngine) -> Transaction:
+    """A write transaction: on SQLite it holds the write lock from the start (IMMEDIATE), so a
+    read followed by a write cannot fail on the upgrade."""
+    if isinstance(engine, InlineEngine):
+        connection = await engine.acquire()
+        transaction: Transaction = SqliteTransaction(engine, connection)
+        try:
+            connection.sync_connection.connection.driver_connection.execute("BEGIN IMMEDIATE")
+        except BaseException:
+            await connection.close()
+            raise
+        return transaction
+    pooled = await engine.connect()
+    try:
+        db = (await pooled.get_raw_connection()).driver_connection
+    except BaseException:
+        await pooled.close()
+        raise
+    pg = PgTransaction(engine, pooled, db)
+    try:
+        await pg.begin()
+    except BaseException:
+        await pg.close()
+        raise
+    return pg
+
+
+async def read_one(
+    engine: AsyncEngine | InlineEngine, statement: Statement, values: Mapping[str, Any]
+) -> RecordRow | None:
+    """One read outside any transaction: a point read needs no more than a statement's own
+    snapshot, and a transaction would cost two more round trips on PostgreSQL."""
+    if isinstance(engine, InlineEngine):
+        async with engine.connect() as connection:
+            db = connection.sync_connection.connection.driver_connection
+            compiled = statement.compiled(engine.dialect, values)
+            found = db.execute(compiled.sql, compiled.arguments(values)).fetchone()
+        return compiled.row(found) if found is not None else None
+    async with engine.connect() as pooled:
+        db: Any = (await pooled.get_raw_connection()).driver_connection
+        pg = PgTransaction(engine, pooled, db)
+        compiled = statement.compiled(ASYNCPG, values)
+        try:
+            found = await pg._call(db.fetchrow, compiled.sql, *compiled.arguments(values))
+        except BaseException:
+            if pg._broken:
+                await pooled.invalidate()
+            raise
+    return compiled.row(found) if found is not None else None
