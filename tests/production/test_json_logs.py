@@ -62,7 +62,7 @@ async def _call(flow: Flow, method: str, call: grpc.aio.UnaryUnaryCall) -> Any:
         answer = await call
     except grpc.aio.AioRpcError as error:
         code = error.code().name
-    metadata = await call.initial_metadata() or ()
+    metadata = await call.trailing_metadata() or ()
     rid = next((v for k, v in metadata if k == "x-request-id"), "")
     flow.calls.append((method, rid, code))
     return answer

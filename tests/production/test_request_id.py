@@ -1,4 +1,4 @@
-"""``x-request-id``: every answer carries one in its initial metadata; a sane one given by the
+"""``x-request-id``: every answer carries one in its trailing metadata; a sane one given by the
 caller is echoed, anything else is replaced by a fresh one."""
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ async def request_id_of(call: grpc.aio.UnaryUnaryCall) -> str:
         await call
     except grpc.aio.AioRpcError:
         pass
-    metadata = await call.initial_metadata()
+    metadata = await call.trailing_metadata()
     values = [v for k, v in (metadata or ()) if k == "x-request-id"]
-    assert len(values) == 1, f"x-request-id in initial metadata: {values}"
+    assert len(values) == 1, f"x-request-id in trailing metadata: {values}"
     return values[0]
 
 

@@ -18,8 +18,8 @@ Errors are the drivers' own; ``errors.translate`` knows them.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 import asyncpg
@@ -302,6 +302,16 @@ async def begin(engine: AsyncEngine | InlineEngine) -> Transaction:
         await pg.close()
         raise
     return pg
+
+
+@asynccontextmanager
+async def transaction(engine: AsyncEngine | InlineEngine) -> AsyncIterator[Transaction]:
+    """``begin``, and the connection given back (rolled back unless committed) on leaving."""
+    tx = await begin(engine)
+    try:
+        yield tx
+    finally:
+        await tx.close()
 
 
 async def read_one(

@@ -16,7 +16,7 @@ from sqlalchemy import Column, Table, bindparam, or_, select, update
 from sqlalchemy.sql.elements import ColumnElement
 
 from onboarding.adapters.crypto import Sealer
-from onboarding.adapters.db.engine import SQLITE_BEGIN
+from onboarding.adapters.db import direct
 from onboarding.adapters.db.errors import database_errors
 
 
@@ -25,7 +25,7 @@ def claim_statement(
     key: Column[Any],
     *conditions: ColumnElement[bool],
     returning: Sequence[Column[Any]],
-) -> Any:
+) -> direct.Statement:
     """Built once; executed with ``now``, ``until`` and ``limit``."""
     due = (
         select(key)
@@ -38,7 +38,7 @@ def claim_statement(
         .limit(bindparam("limit"))
         .with_for_update(skip_locked=True)
     )
-    return (
+    return direct.Statement(
         update(table)
         .where(key.in_(due.scalar_subquery()))
         .values(lease_expire_time=bindparam("until"), attempts=table.c.attempts + 1)
@@ -62,11 +62,11 @@ class LeasedStore:
         self._clock = clock
         self._lease = lease
 
-    async def _claim(self, statement: Any, limit: int) -> list[Any]:
+    async def _claim(self, statement: direct.Statement, limit: int) -> list[Any]:
         now = self._clock()
         parameters = {"now": now, "until": now + self._lease, "limit": limit}
         with database_errors():
-            async with self._engine.connect() as conn:
-                await conn.execution_options(**{SQLITE_BEGIN: "IMMEDIATE"})
-                async with conn.begin():
-                    return list((await conn.execute(statement, parameters)).all())
+            async with direct.transaction(self._engine) as tx:
+                rows = await tx.fetch_all(statement, parameters)
+                await tx.commit()
+        return rows

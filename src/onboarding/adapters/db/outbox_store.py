@@ -16,7 +16,7 @@ from uuid import UUID
 from cryptography.exceptions import InvalidTag
 from sqlalchemy import bindparam, func, select, update
 
-from onboarding.adapters.db.engine import SQLITE_BEGIN
+from onboarding.adapters.db import direct
 from onboarding.adapters.db.errors import database_errors
 from onboarding.adapters.db.leases import LeasedStore, claim_statement
 from onboarding.adapters.db.tables import agreements, outbox_messages
@@ -38,7 +38,7 @@ _CLAIM = claim_statement(
 )
 
 _t = outbox_messages
-_FINISH = (
+_FINISH = direct.Statement(
     update(_t)
     .where(_t.c.message_id == bindparam("mid"), _t.c.status == _QUEUED)
     .values(
@@ -51,7 +51,7 @@ _FINISH = (
 )
 # Only where the outbox row holds this outcome: a relay that outlived its lease must not
 # overwrite what the relay after it recorded.
-_SET_DELIVERY_STATUS = (
+_SET_DELIVERY_STATUS = direct.Statement(
     update(agreements)
     .where(
         agreements.c.otp_message_id == bindparam("mid"),
@@ -61,7 +61,7 @@ _SET_DELIVERY_STATUS = (
     )
     .values(otp_delivery_status=bindparam("st"))
 )
-_RETRY_LATER = (
+_RETRY_LATER = direct.Statement(
     update(_t)
     .where(_t.c.message_id == bindparam("mid"), _t.c.status == _QUEUED)
     .values(
@@ -104,14 +104,11 @@ class SqlOutboxStore(LeasedStore):
             if o.final_status is None
         ]
         with database_errors():
-            async with self._engine.connect() as conn:
-                await conn.execution_options(**{SQLITE_BEGIN: "IMMEDIATE"})
-                async with conn.begin():
-                    if finished:
-                        await conn.execute(_FINISH, finished)
-                        await conn.execute(_SET_DELIVERY_STATUS, finished)
-                    if retried:
-                        await conn.execute(_RETRY_LATER, retried)
+            async with direct.transaction(self._engine) as tx:
+                await tx.execute_many(_FINISH, finished)
+                await tx.execute_many(_SET_DELIVERY_STATUS, finished)
+                await tx.execute_many(_RETRY_LATER, retried)
+                await tx.commit()
 
     async def backlog(self) -> tuple[int, datetime | None]:
         """How many messages wait, and since when the oldest does."""

@@ -142,7 +142,15 @@ def translate_errors(method: Method[T]) -> Method[T]:
             if rpc_error is None:
                 log.exception("unexpected error in %s", method.__name__)
                 rpc_error = RpcError(grpc.StatusCode.INTERNAL, "internal error", "INTERNAL")
-            await context.abort(rpc_error.code, rpc_error.message, rpc_error.trailers())
+            await abort(context, rpc_error)
             raise AssertionError("unreachable") from None  # abort always raises
 
     return wrapper
+
+
+async def abort(context: grpc.aio.ServicerContext, error: RpcError) -> None:
+    """Ends the call with the error, keeping the trailers already set (the x-request-id):
+    grpc's own abort replaces them."""
+    await context.abort(
+        error.code, error.message, (*error.trailers(), *context.trailing_metadata())
+    )
