@@ -19,7 +19,7 @@ from onboarding.adapters.db.engine import create_engine
 from onboarding.adapters.db.inn_store import SqlInnJobStore, SqlInnLookupReader
 from onboarding.adapters.db.outbox_store import SqlOutboxStore
 from onboarding.adapters.db.reader import SqlAgreementReader
-from onboarding.adapters.db.unit_of_work import SqlUnitOfWork
+from onboarding.adapters.db.unit_of_work import SqlAutocommitWork, SqlUnitOfWork
 from onboarding.adapters.nalog import NalogClient
 from onboarding.adapters.rate_limit import RateLimiter
 from onboarding.adapters.sms import ConsoleSmsBackend, HttpSmsGateway, SmsBackend
@@ -169,6 +169,7 @@ def build(
     )
     inn = InnService(
         bus=bus,
+        autocommit_work=lambda: SqlAutocommitWork(engine),
         reader=SqlInnLookupReader(engine, clock),
         person_key=lambda person: keyring.persons(*person.key_material()),
         waiters=waiters,

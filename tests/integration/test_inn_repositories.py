@@ -9,6 +9,7 @@ by everyone, and servers of other tests would claim jobs in the shared database.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta, timezone
@@ -24,7 +25,7 @@ from onboarding.adapters.db.engine import create_engine
 from onboarding.adapters.db.inn_repositories import open_person
 from onboarding.adapters.db.inn_store import NALOG, SqlInnJobStore, SqlInnLookupReader
 from onboarding.adapters.db.tables import inn_jobs, inn_lookups, inn_results, upstream_pauses
-from onboarding.adapters.db.unit_of_work import SqlUnitOfWork
+from onboarding.adapters.db.unit_of_work import SqlAutocommitWork, SqlUnitOfWork
 from onboarding.domain.inn import (
     InnLookup,
     LookupPolicy,
@@ -37,7 +38,7 @@ from onboarding.domain.inn import (
 from onboarding.service_layer import commands
 from onboarding.service_layer.inn_handlers import InnHandlers
 from tests.conftest import SECRET_KEY
-from tests.integration.conftest import T0, MutableClock
+from tests.integration.conftest import T0, MutableClock, statements
 
 KEYRING = Keyring(SECRET_KEY.encode())
 OTHER_KEYRING = Keyring(b"another-secret-key-0123456789abcdef")
@@ -169,6 +170,47 @@ async def test_a_lookup_round_trips_with_exact_aware_utc_times(
             assert got.finish_time.tzinfo is UTC
     assert (await get_lookup(fresh_engine, "rt-pending")).create_time == T0  # type: ignore[union-attr]
     assert await get_lookup(fresh_engine, "no-such-request") is None
+
+
+async def test_add_if_new_adds_once_and_never_overwrites(
+    fresh_engine: AsyncEngine, clock: MutableClock
+) -> None:
+    first, second = key_of(person(1)), key_of(person(2))
+    answer = StoredAnswer(LookupStatus.FOUND, VALID_INN, T0 + timedelta(days=30))
+    cached = InnLookup.from_stored_answer("once", first, answer, T0)
+    other = InnLookup.from_stored_answer("once", second, answer, T0 + timedelta(minutes=1))
+
+    async with SqlAutocommitWork(fresh_engine) as work:
+        assert await work.inn_lookups.add_if_new(cached) is True
+        assert await work.inn_lookups.add_if_new(other) is False
+
+    got = await get_lookup(fresh_engine, "once")
+    assert got is not None
+    for field in dataclasses.fields(InnLookup):
+        assert getattr(got, field.name) == getattr(cached, field.name), field.name
+
+
+async def test_autocommit_work_commits_each_statement_without_a_transaction(
+    fresh_engine: AsyncEngine, clock: MutableClock
+) -> None:
+    key = key_of(person(3))
+    answer = StoredAnswer(LookupStatus.NOT_FOUND, None, T0 + timedelta(days=1))
+    async with uow(fresh_engine, clock) as work:
+        await work.inn_results.put(
+            key, status=answer.status, inn=None, now=T0, expire_time=answer.expire_time
+        )
+        await work.commit()
+
+    with statements(fresh_engine) as seen, pytest.raises(RuntimeError):
+        async with SqlAutocommitWork(fresh_engine) as work:
+            assert await work.inn_results.get(key) == answer
+            added = InnLookup.from_stored_answer("kept", key, answer, T0)
+            assert await work.inn_lookups.add_if_new(added) is True
+            raise RuntimeError("a failure after the insert takes nothing back")
+
+    assert await get_lookup(fresh_engine, "kept") is not None
+    assert len(seen) == 2
+    assert not any(s.split()[0].upper() in {"BEGIN", "COMMIT", "ROLLBACK"} for s in seen)
 
 
 async def test_finish_pending_updates_only_that_persons_pending_lookups(

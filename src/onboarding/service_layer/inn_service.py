@@ -12,7 +12,7 @@ from onboarding.domain.inn import InnLookup, LookupStatus, PersonData
 from onboarding.service_layer import commands
 from onboarding.service_layer.inn_views import LookupView
 from onboarding.service_layer.messagebus import MessageBus
-from onboarding.service_layer.unit_of_work import UnitOfWork
+from onboarding.service_layer.unit_of_work import AutocommitWork, UnitOfWork
 from onboarding.service_layer.waiting import wait_or_timeout
 
 
@@ -56,6 +56,7 @@ class InnService:
         self,
         *,
         bus: MessageBus,
+        autocommit_work: Callable[[], AutocommitWork],
         reader: LookupReader,
         person_key: Callable[[PersonData], bytes],
         waiters: Waiters,
@@ -65,6 +66,7 @@ class InnService:
         on_answer: Callable[[str, bool], None] = lambda _status, _cached: None,
     ) -> None:
         self._bus = bus
+        self._autocommit_work = autocommit_work
         self._reader = reader
         self._person_key = person_key
         self._waiters = waiters
@@ -75,9 +77,9 @@ class InnService:
 
     async def find(self, request_id: str, person: PersonData, wait_seconds: float) -> LookupView:
         person_key = self._person_key(person)
-        lookup: InnLookup = await self._bus.handle(
-            commands.StartInnLookup(request_id, person, person_key)
-        )
+        lookup = await self._from_stored_answer(request_id, person_key)
+        if lookup is None:
+            lookup = await self._bus.handle(commands.StartInnLookup(request_id, person, person_key))
         if lookup.status is LookupStatus.PENDING:
             self._wake_worker()
             view = await self._wait(request_id, person_key, wait_seconds)
@@ -85,6 +87,20 @@ class InnService:
             view = LookupView.of(lookup, self._clock())
         self._on_answer(view.status.value, view.cached)
         return view
+
+    async def _from_stored_answer(self, request_id: str, person_key: bytes) -> InnLookup | None:
+        """A new lookup of a person whose answer is stored and fresh: the answer read, and the
+        finished lookup added unless its request_id is taken, each statement on its own (no
+        transaction: neither depends on a lock). None sends the call the full way
+        (``start_lookup``), which answers a known request_id and orders a new lookup against
+        the person's job."""
+        async with self._autocommit_work() as work:
+            stored = await work.inn_results.get(person_key)
+            now = self._clock()
+            if stored is None or not stored.fresh(now):
+                return None
+            lookup = InnLookup.from_stored_answer(request_id, person_key, stored, now)
+            return lookup if await work.inn_lookups.add_if_new(lookup) else None
 
     async def get(self, request_id: str) -> LookupView:
         view = await self._reader.get(request_id)

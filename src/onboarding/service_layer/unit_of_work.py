@@ -52,6 +52,8 @@ class InnLookupRepository(Protocol):
 
     async def add(self, lookup: InnLookup) -> None: ...
 
+    async def add_if_new(self, lookup: InnLookup) -> bool: ...
+
     async def finish_pending(
         self,
         person_key: bytes,
@@ -115,6 +117,23 @@ class UnitOfWork(Protocol):
     ) -> None: ...
 
     async def commit(self) -> None: ...
+
+
+class AutocommitWork(Protocol):
+    """Repositories over one connection with no transaction: every call is one statement that
+    commits on its own. Only for work whose statements stand alone (see InnService.find)."""
+
+    inn_lookups: InnLookupRepository
+    inn_results: InnResultRepository
+
+    async def __aenter__(self) -> AutocommitWork: ...
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
 
 
 def collect_new_events(uow: UnitOfWork) -> Iterator[Event]:

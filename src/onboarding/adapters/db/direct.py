@@ -155,8 +155,9 @@ def _announce(engine: Any, sql: str) -> None:
         watcher(sql)
 
 
-class SqliteTransaction:
-    """A write transaction on the inline engine's one connection (which it holds throughout)."""
+class SqliteConnection:
+    """The inline engine's one connection, held from checkout to close; statements run in a
+    transaction after ``begin``, each on its own otherwise."""
 
     def __init__(self, engine: InlineEngine, connection: InlineConnection) -> None:
         self._engine = engine
@@ -195,6 +196,9 @@ class SqliteTransaction:
             _announce(self._engine, compiled.sql)
         self._db.executemany(compiled.sql, [compiled.arguments(values) for values in rows])
 
+    async def begin(self) -> None:
+        self._db.execute("BEGIN IMMEDIATE")
+
     async def commit(self) -> None:
         self._db.execute("COMMIT")
 
@@ -206,8 +210,9 @@ class SqliteTransaction:
             await self._connection.close()
 
 
-class PgTransaction:
-    """A transaction on one pooled connection's asyncpg connection."""
+class PgConnection:
+    """One pooled connection's asyncpg connection; statements run in a transaction after
+    ``begin``, each on its own otherwise."""
 
     def __init__(self, engine: AsyncEngine, connection: AsyncConnection, db: Any) -> None:
         self._engine = engine
@@ -274,38 +279,36 @@ class PgTransaction:
             await self._connection.close()
 
 
-Transaction = SqliteTransaction | PgTransaction
+Connection = SqliteConnection | PgConnection
 
 
-async def begin(engine: AsyncEngine | InlineEngine) -> Transaction:
+async def begin(engine: AsyncEngine | InlineEngine) -> Connection:
     """A write transaction: on SQLite it holds the write lock from the start (IMMEDIATE), so a
     read followed by a write cannot fail on the upgrade."""
+    connection = await connect(engine)
+    try:
+        await connection.begin()
+    except BaseException:
+        await connection.close()
+        raise
+    return connection
+
+
+async def connect(engine: AsyncEngine | InlineEngine) -> Connection:
+    """A connection with no transaction: each statement commits on its own until ``begin``."""
     if isinstance(engine, InlineEngine):
-        connection = await engine.acquire()
-        transaction: Transaction = SqliteTransaction(engine, connection)
-        try:
-            connection.sync_connection.connection.driver_connection.execute("BEGIN IMMEDIATE")
-        except BaseException:
-            await connection.close()
-            raise
-        return transaction
+        return SqliteConnection(engine, await engine.acquire())
     pooled = await engine.connect()
     try:
         db = (await pooled.get_raw_connection()).driver_connection
     except BaseException:
         await pooled.close()
         raise
-    pg = PgTransaction(engine, pooled, db)
-    try:
-        await pg.begin()
-    except BaseException:
-        await pg.close()
-        raise
-    return pg
+    return PgConnection(engine, pooled, db)
 
 
 @asynccontextmanager
-async def transaction(engine: AsyncEngine | InlineEngine) -> AsyncIterator[Transaction]:
+async def transaction(engine: AsyncEngine | InlineEngine) -> AsyncIterator[Connection]:
     """``begin``, and the connection given back (rolled back unless committed) on leaving."""
     tx = await begin(engine)
     try:
@@ -314,25 +317,22 @@ async def transaction(engine: AsyncEngine | InlineEngine) -> AsyncIterator[Trans
         await tx.close()
 
 
+@asynccontextmanager
+async def autocommit(engine: AsyncEngine | InlineEngine) -> AsyncIterator[Connection]:
+    """One connection with no transaction around its statements: each commits on its own. For
+    work whose every statement stands alone, it saves BEGIN and COMMIT (two round trips on
+    PostgreSQL)."""
+    connection = await connect(engine)
+    try:
+        yield connection
+    finally:
+        await connection.close()
+
+
 async def read_one(
     engine: AsyncEngine | InlineEngine, statement: Statement, values: Mapping[str, Any]
 ) -> RecordRow | None:
     """One read outside any transaction: a point read needs no more than a statement's own
     snapshot, and a transaction would cost two more round trips on PostgreSQL."""
-    if isinstance(engine, InlineEngine):
-        async with engine.connect() as connection:
-            db = connection.sync_connection.connection.driver_connection
-            compiled = statement.compiled(engine.dialect, values)
-            found = db.execute(compiled.sql, compiled.arguments(values)).fetchone()
-        return compiled.row(found) if found is not None else None
-    async with engine.connect() as pooled:
-        db: Any = (await pooled.get_raw_connection()).driver_connection
-        pg = PgTransaction(engine, pooled, db)
-        compiled = statement.compiled(ASYNCPG, values)
-        try:
-            found = await pg._call(db.fetchrow, compiled.sql, *compiled.arguments(values))
-        except BaseException:
-            if pg._broken:
-                await pooled.invalidate()
-            raise
-    return compiled.row(found) if found is not None else None
+    async with autocommit(engine) as connection:
+        return await connection.fetch_one(statement, values)

@@ -16,7 +16,7 @@ from sqlalchemy import and_, bindparam, delete, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from onboarding.adapters.crypto import Sealer
-from onboarding.adapters.db.direct import Statement, Transaction
+from onboarding.adapters.db.direct import Connection, Statement
 from onboarding.adapters.db.tables import inn_jobs, inn_lookups, inn_results, upstream_pauses
 from onboarding.domain.inn import InnLookup, LookupStatus, PersonData, StoredAnswer
 
@@ -95,6 +95,15 @@ def _pause_upsert(dialect_insert: Any) -> Any:
     )
 
 
+def _lookup_insert_if_new(dialect_insert: Any) -> Any:
+    return (
+        dialect_insert(inn_lookups)
+        .on_conflict_do_nothing(index_elements=[inn_lookups.c.request_id])
+        .returning(inn_lookups.c.request_id)
+    )
+
+
+_INSERT_LOOKUP_IF_NEW = _per_dialect(_lookup_insert_if_new)
 _UPSERT_JOB = _per_dialect(_job_upsert)
 _UPSERT_RESULT = _per_dialect(_result_upsert)
 _UPSERT_PAUSE = _per_dialect(_pause_upsert)
@@ -140,8 +149,22 @@ def open_person(sealer: Sealer, person_key: bytes, sealed: bytes) -> PersonData:
     )
 
 
+def _lookup_row(lookup: InnLookup) -> dict[str, Any]:
+    return {
+        "request_id": lookup.request_id,
+        "person_key": lookup.person_key,
+        "status": lookup.status.value,
+        "inn": lookup.inn,
+        "cached": lookup.cached,
+        "details": lookup.details,
+        "attempts": lookup.attempts,
+        "create_time": lookup.create_time,
+        "finish_time": lookup.finish_time,
+    }
+
+
 class SqlInnLookupRepository:
-    def __init__(self, conn: Transaction) -> None:
+    def __init__(self, conn: Connection) -> None:
         self._conn = conn
         #: People whose lookups this transaction finished: their waiters are woken on commit.
         self.finished_people: set[bytes] = set()
@@ -151,20 +174,12 @@ class SqlInnLookupRepository:
         return lookup_from_row(row) if row is not None else None
 
     async def add(self, lookup: InnLookup) -> None:
-        await self._conn.execute(
-            _INSERT_LOOKUP,
-            {
-                "request_id": lookup.request_id,
-                "person_key": lookup.person_key,
-                "status": lookup.status.value,
-                "inn": lookup.inn,
-                "cached": lookup.cached,
-                "details": lookup.details,
-                "attempts": lookup.attempts,
-                "create_time": lookup.create_time,
-                "finish_time": lookup.finish_time,
-            },
-        )
+        await self._conn.execute(_INSERT_LOOKUP, _lookup_row(lookup))
+
+    async def add_if_new(self, lookup: InnLookup) -> bool:
+        """Adds the lookup unless one with its request_id exists; True when it was added."""
+        statement = _INSERT_LOOKUP_IF_NEW[self._conn.dialect_name]
+        return await self._conn.fetch_one(statement, _lookup_row(lookup)) is not None
 
     async def finish_pending(
         self,
@@ -191,7 +206,7 @@ class SqlInnLookupRepository:
 
 
 class SqlInnJobRepository:
-    def __init__(self, conn: Transaction, sealer: Sealer) -> None:
+    def __init__(self, conn: Connection, sealer: Sealer) -> None:
         self._conn = conn
         self._sealer = sealer
         self.started = 0
@@ -221,7 +236,7 @@ class SqlInnJobRepository:
 
 
 class SqlInnResultRepository:
-    def __init__(self, conn: Transaction) -> None:
+    def __init__(self, conn: Connection) -> None:
         self._conn = conn
 
     async def get(self, person_key: bytes) -> StoredAnswer | None:
@@ -252,7 +267,7 @@ class SqlInnResultRepository:
 
 
 class SqlUpstreamPauses:
-    def __init__(self, conn: Transaction) -> None:
+    def __init__(self, conn: Connection) -> None:
         self._conn = conn
 
     async def pause(self, upstream: str, until: datetime) -> None:

@@ -19,7 +19,7 @@ from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from onboarding.adapters.crypto import Sealer
-from onboarding.adapters.db.direct import Statement, Transaction
+from onboarding.adapters.db.direct import Connection, Statement
 from onboarding.adapters.db.mapping import agreement_from_row, agreement_to_row
 from onboarding.adapters.db.tables import agreements, outbox_messages, phone_send_quotas
 from onboarding.domain.agreement import Agreement, DeliveryStatus
@@ -60,7 +60,7 @@ _INSERT_OUTBOX = Statement(insert(outbox_messages))
 class SqlAgreementRepository:
     """Keeps each loaded agreement with the row it came from; ``flush`` writes what changed."""
 
-    def __init__(self, conn: Transaction, sealer: Sealer) -> None:
+    def __init__(self, conn: Connection, sealer: Sealer) -> None:
         self._conn = conn
         self._sealer = sealer
         #: Each agreement with its row as last read or written; None until it is inserted.
@@ -118,7 +118,7 @@ class SqlAgreementRepository:
 
 
 class SqlPhoneQuotaRepository:
-    def __init__(self, conn: Transaction) -> None:
+    def __init__(self, conn: Connection) -> None:
         self._conn = conn
         self._tracked: list[tuple[PhoneSendQuota, str]] = []
 
@@ -145,7 +145,7 @@ class SqlPhoneQuotaRepository:
 class SqlOutbox:
     """The send side of the outbox: rows written in the command's own transaction."""
 
-    def __init__(self, conn: Transaction, sealer: Sealer, clock: Any) -> None:
+    def __init__(self, conn: Connection, sealer: Sealer, clock: Any) -> None:
         self._conn = conn
         self._sealer = sealer
         self._clock = clock

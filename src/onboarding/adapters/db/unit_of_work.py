@@ -25,7 +25,33 @@ from onboarding.adapters.db.repositories import (
 )
 
 
-class SqlUnitOfWork:
+class _SqlWork:
+    """One connection from ``__aenter__`` to ``__aexit__``, given back either way; the database's
+    errors leave as the service layer's."""
+
+    _conn: direct.Connection | None = None
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                await conn.close()  # rolls back whatever was not committed
+            except Exception:  # noqa: S110 - the connection is gone; the pool discards it
+                pass
+        if exc is not None:
+            translated = translate(exc)
+            if translated is not None:
+                raise translated from exc
+
+
+class SqlUnitOfWork(_SqlWork):
+    """One transaction (see ``direct.begin``) and every repository over it."""
+
     agreements: SqlAgreementRepository
     phone_quotas: SqlPhoneQuotaRepository
     outbox: SqlOutbox
@@ -43,11 +69,10 @@ class SqlUnitOfWork:
         self._engine = engine
         self._sealer = sealer
         self._clock = clock
-        self._conn: direct.Transaction | None = None
 
     async def __aenter__(self) -> SqlUnitOfWork:
         # Every unit of work writes: on SQLite the write lock is taken at BEGIN. A BEGIN that
-        # fails gives its connection back (see ``direct.begin``).
+        # fails gives its connection back.
         with database_errors():
             conn = await direct.begin(self._engine)
         self._conn = conn
@@ -66,19 +91,21 @@ class SqlUnitOfWork:
         await self.phone_quotas.flush()
         await self._conn.commit()
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            try:
-                await conn.close()  # rolls back whatever was not committed
-            except Exception:  # noqa: S110 - the connection is gone; the pool discards it
-                pass
-        if exc is not None:
-            translated = translate(exc)
-            if translated is not None:
-                raise translated from exc
+
+class SqlAutocommitWork(_SqlWork):
+    """The INN repositories over a connection without a transaction: each statement commits
+    on its own (see ``AutocommitWork``)."""
+
+    inn_lookups: SqlInnLookupRepository
+    inn_results: SqlInnResultRepository
+
+    def __init__(self, engine: AsyncEngine | InlineEngine) -> None:
+        self._engine = engine
+
+    async def __aenter__(self) -> SqlAutocommitWork:
+        with database_errors():
+            conn = await direct.connect(self._engine)
+        self._conn = conn
+        self.inn_lookups = SqlInnLookupRepository(conn)
+        self.inn_results = SqlInnResultRepository(conn)
+        return self
