@@ -26,8 +26,10 @@ import asyncpg
 from sqlalchemy import util as sa_util
 from sqlalchemy.dialects.postgresql import asyncpg as asyncpg_dialect
 from sqlalchemy.engine import Dialect
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.pool import PoolProxiedConnection
 from sqlalchemy.sql.dml import ValuesBase
+from sqlalchemy.util import greenlet_spawn
 
 from onboarding.adapters.db.inline_sqlite import InlineConnection, InlineEngine
 
@@ -214,10 +216,10 @@ class PgConnection:
     """One pooled connection's asyncpg connection; statements run in a transaction after
     ``begin``, each on its own otherwise."""
 
-    def __init__(self, engine: AsyncEngine, connection: AsyncConnection, db: Any) -> None:
+    def __init__(self, engine: AsyncEngine, pooled: PoolProxiedConnection) -> None:
         self._engine = engine
-        self._connection = connection
-        self._db = db
+        self._pooled = pooled
+        self._db: Any = pooled.driver_connection
         self._broken = False
         self.dialect: Dialect = ASYNCPG
         self.dialect_name = "postgresql"
@@ -274,9 +276,10 @@ class PgConnection:
                     self._broken = True
                     raise
         finally:
+            # Through SQLAlchemy's greenlet: closing a connection awaits the driver.
             if self._broken:
-                await self._connection.invalidate()
-            await self._connection.close()
+                await greenlet_spawn(self._pooled.invalidate)
+            await greenlet_spawn(self._pooled.close)
 
 
 Connection = SqliteConnection | PgConnection
@@ -298,13 +301,9 @@ async def connect(engine: AsyncEngine | InlineEngine) -> Connection:
     """A connection with no transaction: each statement commits on its own until ``begin``."""
     if isinstance(engine, InlineEngine):
         return SqliteConnection(engine, await engine.acquire())
-    pooled = await engine.connect()
-    try:
-        db = (await pooled.get_raw_connection()).driver_connection
-    except BaseException:
-        await pooled.close()
-        raise
-    return PgConnection(engine, pooled, db)
+    # Straight from the pool: an AsyncConnection around it would cost three greenlet hops and
+    # about 70 µs more per checkout.
+    return PgConnection(engine, await engine.raw_connection())
 
 
 @asynccontextmanager

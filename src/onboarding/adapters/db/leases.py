@@ -3,7 +3,7 @@
 A claim is one statement: take up to ``limit`` due rows that nobody holds (or whose holder's
 lease ran out), oldest first, give them a lease until ``until`` and count the attempt. On
 PostgreSQL ``FOR UPDATE SKIP LOCKED`` lets several processes claim disjoint rows at once; on
-SQLite the IMMEDIATE transaction serialises claims.
+SQLite the statement's write lock serialises claims.
 """
 
 from __future__ import annotations
@@ -65,8 +65,7 @@ class LeasedStore:
     async def _claim(self, statement: direct.Statement, limit: int) -> list[Any]:
         now = self._clock()
         parameters = {"now": now, "until": now + self._lease, "limit": limit}
+        # One statement, atomic on its own: no BEGIN and COMMIT around it.
         with database_errors():
-            async with direct.transaction(self._engine) as tx:
-                rows = await tx.fetch_all(statement, parameters)
-                await tx.commit()
-        return rows
+            async with direct.autocommit(self._engine) as conn:
+                return await conn.fetch_all(statement, parameters)
