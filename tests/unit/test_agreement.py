@@ -198,6 +198,11 @@ class TestIssueOtp:
         assert len(set(codes)) > 1  # not a constant
         assert set("".join(codes)) == set("0123456789")  # every digit shows up in 1200 draws
 
+    def test_generate_code_reaches_every_digit_in_every_place(self) -> None:
+        codes = [generate_code(4) for _ in range(2000)]
+        for place in range(4):  # leading zeros included: each miss has odds of 0.9**2000
+            assert {c[place] for c in codes} == set("0123456789"), place
+
     def test_only_the_mac_of_the_code_is_stored(
         self, sent: Agreement, hasher: HmacCodeHasher
     ) -> None:

@@ -50,7 +50,9 @@ class CodeHasher(Protocol):
 
 
 def generate_code(length: int) -> str:
-    return "".join(secrets.choice("0123456789") for _ in range(length))
+    """Uniform over all ``length``-digit strings, leading zeros included: one draw from the
+    system's CSPRNG (a draw per digit cost a getrandom call each)."""
+    return f"{secrets.randbelow(10**length):0{length}d}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,6 +10,8 @@ from datetime import UTC, datetime
 from onboarding.entrypoints.request_context import caller_var, request_id_var
 
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message"}
+#: Made once: json.dumps with options builds a new encoder on every call.
+_ENCODER = json.JSONEncoder(ensure_ascii=False, default=str)
 
 
 class RequestContext(logging.Filter):
@@ -48,7 +50,7 @@ class JsonFormatter(logging.Formatter):
                 entry[key] = value
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry, ensure_ascii=False, default=str)
+        return _ENCODER.encode(entry)
 
 
 def configure(log_format: str, level: str) -> None:
