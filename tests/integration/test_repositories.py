@@ -463,13 +463,13 @@ async def test_racing_agreements_with_one_request_id_end_in_a_write_conflict(
     async def late() -> None:
         async with unit_of_work(engine) as uow:
             await uow.agreements.add(second)
-            await uow.agreements.flush()  # waits on the first's uncommitted key
+            await uow.flush()  # waits on the first's uncommitted key
             second_written.set()
             await uow.commit()
 
     async with unit_of_work(engine) as uow:
         await uow.agreements.add(first)
-        await uow.agreements.flush()
+        await uow.flush()
         racer = asyncio.create_task(late())
         await asyncio.sleep(0.2)
         assert not second_written.is_set()

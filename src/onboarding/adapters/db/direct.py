@@ -18,6 +18,7 @@ Errors are the drivers' own; ``errors.translate`` knows them.
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any
@@ -108,10 +109,12 @@ class _Compiled:
 class Statement:
     """A Core statement built once, compiled on first use for each dialect."""
 
-    __slots__ = ("_by_columns", "_compiled", "_statement")
+    __slots__ = ("_by_columns", "_compiled", "_statement", "table")
 
     def __init__(self, statement: Any) -> None:
         self._statement = statement
+        #: The table an INSERT, UPDATE or DELETE writes; None for a SELECT.
+        self.table: Any = getattr(statement, "table", None)
         # An INSERT or UPDATE without .values() takes its columns from the values given.
         self._by_columns = isinstance(statement, ValuesBase) and not (
             statement._values or statement._multi_values
@@ -190,6 +193,14 @@ class SqliteConnection:
     async def execute(self, statement: Statement, values: Mapping[str, Any] = _EMPTY) -> None:
         self._run(statement, values)
 
+    def defer(self, statement: Statement, values: Mapping[str, Any]) -> None:
+        """A write whose result nobody reads (see ``PgConnection.defer``). SQLite has no round
+        trip to save: it runs now."""
+        self._run(statement, values)
+
+    async def send_deferred(self) -> None:
+        """Nothing waits: ``defer`` ran each write at once."""
+
     async def execute_many(self, statement: Statement, rows: Sequence[Mapping[str, Any]]) -> None:
         if not rows:
             return
@@ -221,6 +232,7 @@ class PgConnection:
         self._pooled = pooled
         self._db: Any = pooled.driver_connection
         self._broken = False
+        self._deferred: list[tuple[Statement, _Compiled, list[Any]]] = []
         self.dialect: Dialect = ASYNCPG
         self.dialect_name = "postgresql"
 
@@ -236,9 +248,34 @@ class PgConnection:
                 self._broken = True
             raise
 
+    def defer(self, statement: Statement, values: Mapping[str, Any]) -> None:
+        """Queues a write whose result nobody reads. Queued writes reach the server before the
+        next statement, as one: ``WITH w0 AS (write), w1 AS (write) write``, one round trip
+        instead of one each. A second write to a table already queued sends the queue first,
+        so no statement ever touches a row twice."""
+        compiled = statement.compiled(ASYNCPG, values)
+        self._deferred.append((statement, compiled, compiled.arguments(values)))
+
+    async def send_deferred(self) -> None:
+        """Sends the queued writes now (they would go before the next statement anyway)."""
+        deferred, self._deferred = self._deferred, []
+        batches: list[list[tuple[_Compiled, list[Any]]]] = [[]]
+        tables: set[int] = set()
+        for statement, compiled, arguments in deferred:
+            if id(statement.table) in tables:
+                batches.append([])
+                tables.clear()
+            tables.add(id(statement.table))
+            batches[-1].append((compiled, arguments))
+        for batch in batches:
+            sql, arguments = _combined(batch)
+            await self._call(self._db.execute, sql, *arguments)
+
     async def fetch_one(
         self, statement: Statement, values: Mapping[str, Any] = _EMPTY
     ) -> RecordRow | None:
+        if self._deferred:
+            await self.send_deferred()
         compiled = statement.compiled(ASYNCPG, values)
         found = await self._call(self._db.fetchrow, compiled.sql, *compiled.arguments(values))
         return compiled.row(found) if found is not None else None
@@ -246,17 +283,21 @@ class PgConnection:
     async def fetch_all(
         self, statement: Statement, values: Mapping[str, Any] = _EMPTY
     ) -> list[RecordRow]:
+        if self._deferred:
+            await self.send_deferred()
         compiled = statement.compiled(ASYNCPG, values)
         rows = await self._call(self._db.fetch, compiled.sql, *compiled.arguments(values))
         return [compiled.row(found) for found in rows]
 
     async def execute(self, statement: Statement, values: Mapping[str, Any] = _EMPTY) -> None:
-        compiled = statement.compiled(ASYNCPG, values)
-        await self._call(self._db.execute, compiled.sql, *compiled.arguments(values))
+        self.defer(statement, values)
+        await self.send_deferred()
 
     async def execute_many(self, statement: Statement, rows: Sequence[Mapping[str, Any]]) -> None:
         if not rows:
             return
+        if self._deferred:
+            await self.send_deferred()
         compiled = statement.compiled(ASYNCPG, rows[0])
         arguments = [compiled.arguments(values) for values in rows]
         await self._call(self._db.executemany, compiled.sql, arguments)
@@ -265,9 +306,12 @@ class PgConnection:
         await self._call(self._db.execute, "BEGIN")
 
     async def commit(self) -> None:
+        if self._deferred:
+            await self.send_deferred()
         await self._call(self._db.execute, "COMMIT")
 
     async def close(self) -> None:
+        self._deferred.clear()  # never sent: they go with the rollback
         try:
             if not self._broken and self._db.is_in_transaction():
                 try:
@@ -283,6 +327,35 @@ class PgConnection:
 
 
 Connection = SqliteConnection | PgConnection
+
+_PARAMETER = re.compile(r"\$(\d+)")
+#: Combined SQL by the SQL of its parts, for the few shapes of queued writes there are.
+_COMBINED: dict[tuple[str, ...], str] = {}
+
+
+def _renumbered(sql: str, offset: int) -> str:
+    return _PARAMETER.sub(lambda found: f"${int(found.group(1)) + offset}", sql)
+
+
+def _combined(batch: Sequence[tuple[_Compiled, list[Any]]]) -> tuple[str, list[Any]]:
+    """Writes of distinct tables as one PostgreSQL statement: all but the last as data-modifying
+    CTEs, their $n renumbered after the ones before them. (Compiled SQL carries every value as
+    a parameter, never as a literal, so every $n is a parameter.)"""
+    arguments = [argument for _, part in batch for argument in part]
+    if len(batch) == 1:
+        return batch[0][0].sql, arguments
+    key = tuple(compiled.sql for compiled, _ in batch)
+    sql = _COMBINED.get(key)
+    if sql is None:
+        parts, offset = [], 0
+        for compiled, part in batch:
+            parts.append(_renumbered(compiled.sql, offset))
+            offset += len(part)
+        ctes = ", ".join(f"w{n} AS ({part})" for n, part in enumerate(parts[:-1]))
+        sql = f"WITH {ctes} {parts[-1]}"
+        if len(_COMBINED) < _MAX_SHAPES:
+            _COMBINED[key] = sql
+    return sql, arguments
 
 
 async def begin(engine: AsyncEngine | InlineEngine) -> Connection:

@@ -4,7 +4,8 @@ Writes lock the rows they will change (``SELECT … FOR UPDATE`` on PostgreSQL; 
 transaction began IMMEDIATE and holds the database's write lock), so rules such as "three tries
 per code" hold under concurrent calls: the check and the write see one consistent row.
 
-Statements are built once, with bind parameters, and run by the driver (see ``direct``).
+Statements are built once, with bind parameters, and run by the driver (see ``direct``). Writes
+whose results nobody reads are deferred: on PostgreSQL those of one commit go as one statement.
 """
 
 from __future__ import annotations
@@ -90,14 +91,14 @@ class SqlAgreementRepository:
                 sealed = None
                 if agreement.phone is not None:
                     sealed = self._sealer.seal(agreement.phone.e164.encode(), reference.bytes)
-                await self._conn.execute(_INSERT_AGREEMENT, {**row, "phone_sealed": sealed})
+                self._conn.defer(_INSERT_AGREEMENT, {**row, "phone_sealed": sealed})
                 self._tracked[reference] = (agreement, {**row, "phone_sealed": sealed})
                 continue
             changed = {key: value for key, value in row.items() if loaded[key] != value}
             if agreement.phone is None and loaded["phone_sealed"] is not None:
                 changed["phone_sealed"] = None
             if changed:
-                await self._conn.execute(_UPDATE_AGREEMENT, {"key": reference, **changed})
+                self._conn.defer(_UPDATE_AGREEMENT, {"key": reference, **changed})
                 loaded.update(changed)
 
     async def _load(self, statement: Statement, key: object) -> Agreement | None:
@@ -136,9 +137,7 @@ class SqlPhoneQuotaRepository:
         for quota, stored in self._tracked:
             encoded = " ".join(f"{t.timestamp():.6f}" for t in quota.send_times)
             if encoded != stored:
-                await self._conn.execute(
-                    _UPDATE_QUOTA, {"key": quota.phone_mac, "send_times": encoded}
-                )
+                self._conn.defer(_UPDATE_QUOTA, {"key": quota.phone_mac, "send_times": encoded})
         self._tracked.clear()
 
 
@@ -154,7 +153,7 @@ class SqlOutbox:
     async def add(self, message: OutgoingSms) -> None:
         payload = json.dumps({"phone": message.phone_e164, "text": message.text}).encode()
         now = self._clock()
-        await self._conn.execute(
+        self._conn.defer(
             _INSERT_OUTBOX,
             {
                 "message_id": message.message_id,

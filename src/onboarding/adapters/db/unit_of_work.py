@@ -85,11 +85,18 @@ class SqlUnitOfWork(_SqlWork):
         self.upstream_pauses = SqlUpstreamPauses(conn)
         return self
 
+    async def flush(self) -> None:
+        """Writes every change now, without committing."""
+        assert self._conn is not None
+        await self.agreements.flush()
+        await self.phone_quotas.flush()
+        await self._conn.send_deferred()
+
     async def commit(self) -> None:
         assert self._conn is not None
         await self.agreements.flush()
         await self.phone_quotas.flush()
-        await self._conn.commit()
+        await self._conn.commit()  # sends the deferred writes first, all in one on PostgreSQL
 
 
 class SqlAutocommitWork(_SqlWork):

@@ -1,0 +1,74 @@
+"""Statements run by the driver (``direct``): writes of one commit sent together on PostgreSQL,
+each value in its own column, and nothing sent of a transaction that rolls back."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from onboarding.adapters.db import direct
+from onboarding.adapters.db.tables import outbox_messages, phone_send_quotas
+from onboarding.service_layer.unit_of_work import OutgoingSms
+from tests.integration.conftest import (
+    T0,
+    issued,
+    new_agreement,
+    statements,
+    unit_of_work,
+)
+from tests.integration.test_repositories import assert_same, load
+
+
+def test_parameters_are_renumbered_after_the_parts_before_them() -> None:
+    assert direct._renumbered("a = $1 AND b = $12 AND c = $2", 10) == (
+        "a = $11 AND b = $22 AND c = $12"
+    )
+
+
+async def _create(engine: AsyncEngine) -> tuple[list[str], object, OutgoingSms]:
+    """What CreateAgreement's unit of work writes: the agreement, its phone's quota, its SMS."""
+    agreement = new_agreement()
+    event = issued(agreement)
+    message = OutgoingSms(event.message_id, agreement.reference, event.phone_e164, "Код 1")
+    with statements(engine) as seen:
+        async with unit_of_work(engine) as uow:
+            quota = await uow.phone_quotas.get_for_update(agreement.phone_mac)
+            quota.send_times.append(T0)
+            await uow.agreements.add(agreement)
+            await uow.outbox.add(message)
+            await uow.commit()
+    return seen, agreement, message
+
+
+async def test_the_writes_of_a_commit_land_whole(fresh_engine: AsyncEngine, db_kind: str) -> None:
+    seen, agreement, message = await _create(fresh_engine)
+
+    writes = [s for s in seen if "INSERT INTO agreements" in s or "INSERT INTO outbox" in s]
+    if db_kind == "postgres":  # one statement: two data-modifying CTEs and the last write
+        [combined] = writes
+        assert combined.startswith("WITH w0 AS (")
+        assert "UPDATE phone_send_quotas" in combined and "INSERT INTO outbox" in combined
+    else:
+        assert len(writes) == 2
+    assert_same(await load(fresh_engine, agreement.reference), agreement)  # type: ignore[attr-defined]
+    async with fresh_engine.connect() as conn:
+        row = (await conn.execute(select(outbox_messages))).one()
+        quota = (await conn.execute(select(phone_send_quotas))).one()
+    assert row.message_id == message.message_id
+    assert row.agreement_reference == agreement.reference  # type: ignore[attr-defined]
+    assert row.status == "QUEUED" and row.attempts == 0
+    assert row.create_time == row.next_attempt_time == T0  # the unit of work's clock
+    assert float(quota.send_times) == T0.timestamp()
+
+
+async def test_deferred_writes_of_a_rolled_back_unit_are_never_sent(
+    fresh_engine: AsyncEngine, db_kind: str
+) -> None:
+    agreement = new_agreement()
+    with statements(fresh_engine) as seen:
+        async with unit_of_work(fresh_engine) as uow:
+            await uow.agreements.add(agreement)
+            await uow.agreements.flush()  # queued on PostgreSQL, written on SQLite
+    assert await load(fresh_engine, agreement.reference) is None  # type: ignore[attr-defined]
+    sent = any("INSERT INTO agreements" in s for s in seen)
+    assert sent is (db_kind == "sqlite")  # SQLite writes at once; PostgreSQL waits for a commit
