@@ -72,3 +72,11 @@ async def test_deferred_writes_of_a_rolled_back_unit_are_never_sent(
     assert await load(fresh_engine, agreement.reference) is None  # type: ignore[attr-defined]
     sent = any("INSERT INTO agreements" in s for s in seen)
     assert sent is (db_kind == "sqlite")  # SQLite writes at once; PostgreSQL waits for a commit
+
+
+async def test_a_flush_with_nothing_to_write_sends_nothing(fresh_engine: AsyncEngine) -> None:
+    with statements(fresh_engine) as seen:
+        async with unit_of_work(fresh_engine) as uow:
+            await uow.flush()
+            await uow.commit()
+    assert [s.split()[0].upper() for s in seen] in (["BEGIN", "COMMIT"], [])

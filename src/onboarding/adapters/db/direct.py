@@ -2,16 +2,20 @@
 
 SQLAlchemy's execution layer costs more per statement than these statements cost the database:
 an execution context, a cache key, parameter and result processing, events, and on asyncpg a
-greenlet switch each way. A CreateAgreement is five statements and a FindInn three, so that
-layer was most of their database time. Here statements are still built with Core, once, at
-import; each is compiled once per dialect (and, for an INSERT or UPDATE, per set of columns
-given), and run on the driver with the columns' own bind and result processors:
+greenlet switch each way. For a CreateAgreement (four statements and a commit) that layer was
+most of its database time. Here statements are still built with Core, once, at import; each is
+compiled once per dialect (and, for an INSERT or UPDATE, per set of columns given), and run on
+the driver with the columns' own bind and result processors:
 
 - SQLite: the inline engine's sqlite3 connection, ``BEGIN IMMEDIATE`` … ``COMMIT``.
 - PostgreSQL: the pooled connection's asyncpg connection, whose statement cache prepares each
   statement once. SQLAlchemy's pool still owns the connection: checkout, recycling, and
   invalidation of a connection that failed mid-call (a cancelled or timed-out call, a lost
-  server), which must not go back to the pool.
+  server), which must not go back to the pool. Round trips are what cost here, so writes whose
+  results nobody reads are queued and sent together (``PgConnection.defer``).
+
+A connection runs its statements in a transaction after ``begin``, and each on its own
+(autocommit) otherwise, for work whose statements stand alone: a point read, a claim.
 
 Errors are the drivers' own; ``errors.translate`` knows them.
 """
@@ -250,14 +254,18 @@ class PgConnection:
 
     def defer(self, statement: Statement, values: Mapping[str, Any]) -> None:
         """Queues a write whose result nobody reads. Queued writes reach the server before the
-        next statement, as one: ``WITH w0 AS (write), w1 AS (write) write``, one round trip
-        instead of one each. A second write to a table already queued sends the queue first,
-        so no statement ever touches a row twice."""
+        next statement (or the commit) as one: ``WITH w0 AS (write), w1 AS (write) write``, one
+        round trip instead of one each. A write to a table already in the statement starts
+        another, so no statement touches a row twice (PostgreSQL leaves the outcome of that
+        undefined). An error in a queued write surfaces where the queue is sent, still inside
+        the transaction."""
         compiled = statement.compiled(ASYNCPG, values)
         self._deferred.append((statement, compiled, compiled.arguments(values)))
 
     async def send_deferred(self) -> None:
         """Sends the queued writes now (they would go before the next statement anyway)."""
+        if not self._deferred:
+            return
         deferred, self._deferred = self._deferred, []
         batches: list[list[tuple[_Compiled, list[Any]]]] = [[]]
         tables: set[int] = set()

@@ -9,9 +9,9 @@ keeps it so), so one connection used inline loses no parallelism.
 :class:`InlineEngine` and :class:`InlineConnection` offer the part of SQLAlchemy's
 ``AsyncEngine``/``AsyncConnection`` the SQLAlchemy-run queries use (listing, health, the outbox
 backlog, tests); the hot statements run on the same sqlite3 connection directly (see
-``direct``). A connection holds an ``asyncio.Lock`` from ``connect()`` to ``close()``: a transaction that
-does suspend (none of ours do; the lock makes it safe regardless) keeps the connection to
-itself, and nobody reads its uncommitted writes.
+``direct``). A connection holds an ``asyncio.Lock`` from ``connect()`` to ``close()``: a
+transaction that does suspend (none of ours do; the lock makes it safe regardless) keeps the
+connection to itself, and nobody reads its uncommitted writes.
 """
 
 from __future__ import annotations
