@@ -1,9 +1,9 @@
 """Engines for both databases, set up for concurrency.
 
 SQLite: one connection called inline (see inline_sqlite), WAL (readers never block the
-writer), a busy timeout, and write transactions opened with ``BEGIN IMMEDIATE`` so they take the
-write lock up front; a deferred transaction that reads and then tries to write can fail with
-SQLITE_BUSY on the upgrade, which no timeout resolves.
+writer) and a busy timeout. Write transactions (see ``direct.begin``) open with
+``BEGIN IMMEDIATE`` so they take the write lock up front: a deferred transaction that reads and
+then tries to write can fail with SQLITE_BUSY on the upgrade, which no timeout resolves.
 PostgreSQL: asyncpg with timeouts, so an unreachable database answers instead of hanging.
 """
 
@@ -21,8 +21,6 @@ from sqlalchemy.pool import ConnectionPoolEntry
 from onboarding.adapters.db.inline_sqlite import InlineEngine
 from onboarding.adapters.db.wal_checkpoint import WalCheckpointer
 
-#: Execution option naming how a SQLite transaction begins (``DEFERRED`` or ``IMMEDIATE``).
-SQLITE_BEGIN = "sqlite_begin"
 #: The serving connection checkpoints (and so restarts the log) only past this many pages; the
 #: checkpoint thread has copied nearly all of them by then (see wal_checkpoint).
 WAL_RESTART_PAGES = 4000
@@ -86,7 +84,8 @@ def _sqlite_engine(url: str, *, timeout: float, pool_size: int) -> InlineEngine:
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Connection) -> None:
-        mode = connection.get_execution_options().get(SQLITE_BEGIN, "DEFERRED")
-        connection.exec_driver_sql(f"BEGIN {mode}")
+        # SQLAlchemy-run work (reads, and tests' own set-up) begins deferred; writes of the
+        # service begin IMMEDIATE in direct.begin.
+        connection.exec_driver_sql("BEGIN")
 
     return InlineEngine(engine, checkpointer)

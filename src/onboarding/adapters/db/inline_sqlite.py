@@ -39,10 +39,6 @@ class InlineConnection:
     async def execute(self, statement: Any, parameters: Any = None) -> Any:
         return self.sync_connection.execute(statement, parameters)
 
-    async def execution_options(self, **options: Any) -> InlineConnection:
-        self.sync_connection.execution_options(**options)
-        return self
-
     def begin(self) -> _Transaction:
         return _Transaction(self.sync_connection)
 
@@ -59,8 +55,6 @@ class InlineConnection:
         try:
             if self.sync_connection.in_transaction():
                 self.sync_connection.rollback()
-            # Back to the default for the next user of this one connection.
-            self.sync_connection.execution_options(**self._engine.default_options)
         finally:
             self._engine.release()
 
@@ -138,7 +132,6 @@ class InlineEngine:
         self.checkpointer = checkpointer
         self.dialect = sync_engine.dialect
         self.url = sync_engine.url
-        self.default_options: dict[str, Any] = {}
         self._lock = asyncio.Lock()
         self._connection: Connection | None = None
 
@@ -155,7 +148,6 @@ class InlineEngine:
         try:
             if self._connection is None or self._connection.invalidated:
                 self._connection = self.sync_engine.connect()
-                self.default_options = dict(self._connection.get_execution_options())
                 if self.checkpointer is not None:
                     # After the first connection: it has made the file and switched on WAL.
                     self.checkpointer.start()
