@@ -3,7 +3,9 @@ each value in its own column, and nothing sent of a transaction that rolls back.
 
 from __future__ import annotations
 
-from sqlalchemy import select
+import pytest
+from sqlalchemy import Column, Integer, MetaData, String, Table, insert, select
+from sqlalchemy.dialects import sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from onboarding.adapters.db import direct
@@ -23,6 +25,20 @@ def test_parameters_are_renumbered_after_the_parts_before_them() -> None:
     assert direct._renumbered("a = $1 AND b = $12 AND c = $2", 10) == (
         "a = $11 AND b = $22 AND c = $12"
     )
+
+
+def test_a_constant_default_is_taken_and_any_other_must_be_given() -> None:
+    table = Table(
+        "t",
+        MetaData(),
+        Column("id", Integer, primary_key=True),
+        Column("n", Integer, default=7),
+        Column("s", String, default=lambda: "computed"),
+    )
+    compiled = direct.Statement(insert(table)).compiled(sqlite.dialect(), {"id": 1})
+    assert compiled.arguments({"id": 1, "s": "given"}) == [1, 7, "given"]
+    with pytest.raises(KeyError, match="'s'"):
+        compiled.arguments({"id": 1})
 
 
 async def _create(engine: AsyncEngine) -> tuple[list[str], object, OutgoingSms]:

@@ -75,10 +75,12 @@ class _Compiled:
         compiled = statement.compile(dialect=dialect, column_keys=column_keys)
         self.sql = str(compiled)
         fixed = dict(compiled.params)
+        # Columns whose Python-side default SQLAlchemy would compute at execution: a constant
+        # is taken here; anything else must come with the values.
         for column in (*compiled.insert_prefetch, *compiled.update_prefetch):
-            default = column.default if column.key in fixed else None
-            if default is not None and default.is_scalar:
-                fixed[column.key] = default.arg
+            default = column.default
+            scalar = default is not None and default.is_scalar
+            fixed[column.key] = default.arg if scalar else _REQUIRED  # type: ignore[union-attr]
         self._binds: list[tuple[str, Any, Processor]] = [
             (
                 name,
