@@ -3,8 +3,22 @@ each value in its own column, and nothing sent of a transaction that rolls back.
 
 from __future__ import annotations
 
+import asyncio
+
+import asyncpg
 import pytest
-from sqlalchemy import Column, Integer, MetaData, String, Table, insert, select
+from sqlalchemy import (
+    Column,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    event,
+    func,
+    insert,
+    literal_column,
+    select,
+)
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -96,3 +110,29 @@ async def test_a_flush_with_nothing_to_write_sends_nothing(fresh_engine: AsyncEn
             await uow.flush()
             await uow.commit()
     assert [s.split()[0].upper() for s in seen] in (["BEGIN", "COMMIT"], [])
+
+
+@pytest.mark.parametrize("db_kind", [pytest.param("postgres", marks=pytest.mark.postgres)])
+async def test_a_refused_statement_keeps_its_connection_and_a_cancelled_one_drops_it(
+    fresh_engine: AsyncEngine, db_kind: str
+) -> None:
+    """A statement the server refused leaves a sound connection (rolled back, pooled again); a
+    call cancelled half-way leaves one in an unknown state, which must never be reused."""
+    invalidated: list[object] = []
+    event.listen(fresh_engine.sync_engine.pool, "invalidate", lambda *a: invalidated.append(a))
+    clash = direct.Statement(select(literal_column("1 / 0").label("never")))
+    slow = direct.Statement(select(func.pg_sleep(5).label("slept")))
+
+    async with direct.transaction(fresh_engine) as tx:
+        with pytest.raises(asyncpg.DivisionByZeroError):
+            await tx.fetch_one(clash)
+    assert invalidated == []
+
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.2), direct.transaction(fresh_engine) as tx:
+            await tx.fetch_one(slow)
+    assert len(invalidated) == 1
+
+    async with direct.autocommit(fresh_engine) as conn:  # the pool still serves
+        two = await conn.fetch_one(direct.Statement(select(literal_column("2").label("two"))))
+        assert two is not None and two.two == 2
