@@ -96,7 +96,18 @@ class UpstreamPauses(Protocol):
     async def pause(self, upstream: str, until: datetime) -> None: ...
 
 
-class UnitOfWork(Protocol):
+class _ConnectionScope(Protocol):
+    """Holds one connection from entering to leaving, and gives it back either way."""
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+
+
+class UnitOfWork(_ConnectionScope, Protocol):
     """One transaction. Rolls back on leaving unless ``commit`` was called."""
 
     agreements: AgreementRepository
@@ -109,17 +120,10 @@ class UnitOfWork(Protocol):
 
     async def __aenter__(self) -> UnitOfWork: ...
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None: ...
-
     async def commit(self) -> None: ...
 
 
-class AutocommitWork(Protocol):
+class AutocommitWork(_ConnectionScope, Protocol):
     """Repositories over one connection with no transaction: every call is one statement that
     commits on its own. Only for work whose statements stand alone (see InnService.find)."""
 
@@ -127,13 +131,6 @@ class AutocommitWork(Protocol):
     inn_results: InnResultRepository
 
     async def __aenter__(self) -> AutocommitWork: ...
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None: ...
 
 
 def collect_new_events(uow: UnitOfWork) -> Iterator[Event]:
