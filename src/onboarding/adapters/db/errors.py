@@ -21,7 +21,8 @@ def translate(error: BaseException) -> BaseException | None:
     ):
         return WriteConflict(type(error.orig).__name__)
     # The drivers' own, from the statements they run directly (see ``direct``).
-    if isinstance(error, pg_exc.UniqueViolationError) or (
+    # A deadlock or serialization failure is a lost race too: the bus runs the command again.
+    if isinstance(error, pg_exc.UniqueViolationError | pg_exc.TransactionRollbackError) or (
         isinstance(error, sqlite3.IntegrityError) and "unique" in str(error).lower()
     ):
         return WriteConflict(type(error).__name__)
@@ -41,7 +42,9 @@ def translate(error: BaseException) -> BaseException | None:
         | pg_exc.InterfaceError
         | pg_exc.InternalClientError
         | pg_exc.PostgresConnectionError
-        | pg_exc.OperatorInterventionError,
+        | pg_exc.OperatorInterventionError
+        # Too many connections, out of memory, disk full: the server cannot take work now.
+        | pg_exc.InsufficientResourcesError,
     ):
         return BackendUnavailable()
     if isinstance(error, sa_exc.DBAPIError) and error.connection_invalidated:

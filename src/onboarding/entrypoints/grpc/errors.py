@@ -15,7 +15,7 @@ from google.protobuf.message import Message
 from google.rpc import error_details_pb2, status_pb2
 
 from onboarding.domain import errors
-from onboarding.service_layer.errors import BackendUnavailable
+from onboarding.service_layer.errors import BackendUnavailable, WriteConflict
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +122,13 @@ def to_rpc_error(error: Exception) -> RpcError | None:
         case BackendUnavailable():
             return RpcError(
                 code.UNAVAILABLE, error.message, error.reason, details=(_retry_info(1.0),)
+            )
+        case WriteConflict():  # lost a race with other writes on every try; nothing was written
+            return RpcError(
+                code.UNAVAILABLE,
+                "the database was busy with conflicting writes; nothing was changed",
+                BackendUnavailable.reason,
+                details=(_retry_info(0.1),),
             )
     return None
 
