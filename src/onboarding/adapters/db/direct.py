@@ -284,8 +284,7 @@ class PgConnection:
     async def fetch_one(
         self, statement: Statement, values: Mapping[str, Any] = _EMPTY
     ) -> RecordRow | None:
-        if self._deferred:
-            await self.send_deferred()
+        await self.send_deferred()
         compiled = statement.compiled(ASYNCPG, values)
         found = await self._call(self._db.fetchrow, compiled.sql, *compiled.arguments(values))
         return compiled.row(found) if found is not None else None
@@ -293,8 +292,7 @@ class PgConnection:
     async def fetch_all(
         self, statement: Statement, values: Mapping[str, Any] = _EMPTY
     ) -> list[RecordRow]:
-        if self._deferred:
-            await self.send_deferred()
+        await self.send_deferred()
         compiled = statement.compiled(ASYNCPG, values)
         rows = await self._call(self._db.fetch, compiled.sql, *compiled.arguments(values))
         return [compiled.row(found) for found in rows]
@@ -306,8 +304,7 @@ class PgConnection:
     async def execute_many(self, statement: Statement, rows: Sequence[Mapping[str, Any]]) -> None:
         if not rows:
             return
-        if self._deferred:
-            await self.send_deferred()
+        await self.send_deferred()
         compiled = statement.compiled(ASYNCPG, rows[0])
         arguments = [compiled.arguments(values) for values in rows]
         await self._call(self._db.executemany, compiled.sql, arguments)
@@ -316,8 +313,7 @@ class PgConnection:
         await self._call(self._db.execute, "BEGIN")
 
     async def commit(self) -> None:
-        if self._deferred:
-            await self.send_deferred()
+        await self.send_deferred()
         await self._call(self._db.execute, "COMMIT")
 
     async def close(self) -> None:

@@ -93,10 +93,9 @@ class SqlUnitOfWork(_SqlWork):
         await self._conn.send_deferred()
 
     async def commit(self) -> None:
+        await self.flush()
         assert self._conn is not None
-        await self.agreements.flush()
-        await self.phone_quotas.flush()
-        await self._conn.commit()  # sends the deferred writes first, all in one on PostgreSQL
+        await self._conn.commit()
 
 
 class SqlAutocommitWork(_SqlWork):
