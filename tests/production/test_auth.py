@@ -207,6 +207,17 @@ async def test_the_caller_is_counted_in_the_rpc_metrics(server: RunningServer) -
     await eventually(counted, timeout=5)
 
 
+async def rpc_records(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    """The access log's records. A failed call's line is written just after its status has
+    been sent, so it may trail the client's answer by a moment: wait for it."""
+
+    async def logged() -> bool:
+        return any(r.name == "onboarding.rpc" for r in caplog.records)
+
+    await eventually(logged, timeout=5)
+    return [r for r in caplog.records if r.name == "onboarding.rpc"]
+
+
 async def test_the_caller_is_named_in_the_rpc_log_record(
     server: RunningServer, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -214,7 +225,7 @@ async def test_the_caller_is_named_in_the_rpc_log_record(
 
     await code_of(server.agreements.GetAgreement(get_request(), metadata=BILLING, timeout=5))
 
-    records = [r for r in caplog.records if r.name == "onboarding.rpc"]
+    records = await rpc_records(caplog)
     assert records, "no RPC log record"
     assert getattr(records[-1], "caller", None) == "billing"
 
@@ -226,7 +237,7 @@ async def test_the_rpc_log_record_names_method_and_code(
 
     await code_of(server.agreements.GetAgreement(get_request(), metadata=BILLING, timeout=5))
 
-    records = [r for r in caplog.records if r.name == "onboarding.rpc"]
+    records = await rpc_records(caplog)
     assert records, "no RPC log record"
     record = records[-1]
     assert getattr(record, "rpc_method", None) == f"/{AGREEMENTS}/GetAgreement"
