@@ -5,8 +5,14 @@
 For each database it starts, as separate processes: the bare server (grpc.health.v1 only), a
 fake SMS gateway, a fake service.nalog.ru and `onboarding serve`. It drives each with the same
 closed-loop load (client processes × callers), and prints RPS, p50, p99 and the server's peak
-RSS, with each RPS as a ratio to the bare server's in the same run. Ratios, not absolute
-numbers, are what carry from one machine to another.
+RSS, with each RPS as a ratio to the bare server's. Ratios, not absolute numbers, are what
+carry from one machine to another.
+
+A shared machine's speed drifts by tens of percent within minutes, so each RPC is measured in
+step with the bare server, in the order bare, ours, ours, bare (half the duration each): the
+ratio is our calls over the bare server's calls in those four slices, and a drift that is
+steady over them cancels out. Before each slice both servers are left to go idle, so that work
+one left behind (an SMS backlog) is not charged to the other.
 """
 
 from __future__ import annotations
@@ -69,6 +75,8 @@ class Row:
     p99_ms: float
     errors: dict[str, int]
     peak_rss_mb: float
+    #: The bare server's RPS in the slices paired with this row's (None on the bare rows).
+    bare_rps: float | None = None
     ratio: float | None = None
     target: float | None = None
     met: bool | None = None
@@ -137,40 +145,90 @@ def peak_rss_mb(pid: int) -> float:
     return 0.0
 
 
-def measure(
-    config: Config, address: str, rpc: str, **data: Any
-) -> tuple[float, float, float, dict[str, int]]:
-    plan = Plan(
-        address=address,
-        rpc=rpc,
-        callers=config.callers,
-        warmup=config.warmup,
-        duration=config.duration,
-        references=data.get("references", []),
-        confirmations=data.get("confirmations", []),
-    )
-    with ProcessPoolExecutor(config.processes, mp_context=get_context("spawn")) as pool:
-        results = list(pool.map(run_plan, [plan] * config.processes))
-    latencies = sorted(x for r in results for x in r["latencies"])
-    errors: dict[str, int] = {}
-    for r in results:
-        for code, count in r["errors"].items():
-            errors[code] = errors.get(code, 0) + count
-    if not latencies:
-        return 0.0, 0.0, 0.0, errors
-    rps = len(latencies) / config.duration
-    p50 = latencies[len(latencies) // 2] * 1000
-    p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000
-    return rps, p50, p99, errors
+@dataclass
+class Sample:
+    """What the load made of one slice: every answered call's latency, and errors by code."""
+
+    calls: int
+    seconds: float
+    latencies: list[float]
+    errors: dict[str, int]
+
+    @staticmethod
+    def merge(samples: list[Sample]) -> Sample:
+        errors: dict[str, int] = {}
+        for sample in samples:
+            for code, count in sample.errors.items():
+                errors[code] = errors.get(code, 0) + count
+        return Sample(
+            sum(s.calls for s in samples),
+            sum(s.seconds for s in samples),
+            sorted(x for s in samples for x in s.latencies),
+            errors,
+        )
+
+    @property
+    def rps(self) -> float:
+        return self.calls / self.seconds if self.seconds else 0.0
+
+    def percentile_ms(self, share: float) -> float:
+        if not self.latencies:
+            return 0.0
+        return self.latencies[min(len(self.latencies) - 1, int(len(self.latencies) * share))] * 1000
 
 
-def bare(config: Config) -> Row:
+class Load:
+    """The client processes, started once and reused for every slice."""
+
+    def __init__(self, config: Config) -> None:
+        self._config = config
+        self._pool = ProcessPoolExecutor(config.processes, mp_context=get_context("spawn"))
+
+    def __enter__(self) -> Load:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._pool.shutdown()
+
+    def slice(self, address: str, rpc: str, seconds: float, **data: Any) -> Sample:
+        plan = Plan(
+            address=address,
+            rpc=rpc,
+            callers=self._config.callers,
+            warmup=self._config.warmup,
+            duration=seconds,
+            references=data.get("references", []),
+            confirmations=data.get("confirmations", []),
+        )
+        results = list(self._pool.map(run_plan, [plan] * self._config.processes))
+        return Sample.merge(
+            [Sample(len(r["latencies"]), 0.0, r["latencies"], r["errors"]) for r in results]
+            + [Sample(0, seconds, [], {})]
+        )
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def wait_idle(pids: list[int], *, share: float = 0.05, timeout: float = 30.0) -> None:
+    """Until each process uses less than ``share`` of a core over a quarter second."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        before = [cpu_seconds(pid) for pid in pids]
+        time.sleep(0.25)
+        if all(cpu_seconds(pid) - b < share * 0.25 for pid, b in zip(pids, before, strict=True)):
+            return
+
+
+@contextmanager
+def bare_server() -> Iterator[tuple[str, subprocess.Popen[str]]]:
     port = free_port()
     server = start([sys.executable, "-m", "bench.bare_server", str(port)])
     try:
         wait_ready(server)
-        rps, p50, p99, errors = measure(config, f"127.0.0.1:{port}", "Health/Check")
-        return Row("-", "Health/Check (bare)", rps, p50, p99, errors, peak_rss_mb(server.pid))
+        yield f"127.0.0.1:{port}", server
     finally:
         stop(server)
 
@@ -240,6 +298,7 @@ class Stack:
     address: str
     sink_port: int
     server: subprocess.Popen[str]
+    sink: subprocess.Popen[str]
 
 
 @contextmanager
@@ -286,7 +345,7 @@ def serving(database: str, work: Path, extra_env: dict[str, str] | None = None) 
         )
         address = f"127.0.0.1:{port}"
         wait_serving(address)
-        yield Stack(address, sink_port, server)
+        yield Stack(address, sink_port, server, sink)
     finally:
         if server is not None:
             stop(server)
@@ -296,30 +355,71 @@ def serving(database: str, work: Path, extra_env: dict[str, str] | None = None) 
             asyncio.run(_drop_postgres_database(url))
 
 
-def ours(config: Config, database: str, work: Path) -> list[Row]:
-    with serving(database, work, config.extra_env) as stack:
+def section(config: Config, load: Load, database: str, work: Path) -> list[Row]:
+    """The bare row and our rows for one database, each RPC measured bare-ours-ours-bare."""
+    half = config.duration / 2
+    with (
+        bare_server() as (bare_address, bare),
+        serving(database, work, config.extra_env) as stack,
+    ):
         references, confirmations = prepare(stack.address, stack.sink_port)
+        data = {"references": references, "confirmations": confirmations}
+        quiet = [bare.pid, stack.server.pid, stack.sink.pid]
+        floor: list[Sample] = []
         rows = []
         for rpc in RPCS:
-            rps, p50, p99, errors = measure(
-                config, stack.address, rpc, references=references, confirmations=confirmations
+            slices: dict[str, list[Sample]] = {"bare": [], "ours": []}
+            for who in ("bare", "ours", "ours", "bare"):
+                wait_idle(quiet)
+                if who == "bare":
+                    slices[who].append(load.slice(bare_address, "Health/Check", half))
+                else:
+                    slices[who].append(load.slice(stack.address, rpc, half, **data))
+            ours, paired = Sample.merge(slices["ours"]), Sample.merge(slices["bare"])
+            floor.extend(slices["bare"])
+            ratio = ours.rps / paired.rps if paired.rps else 0.0
+            target = TARGETS[database][rpc]
+            rows.append(
+                Row(
+                    database,
+                    rpc,
+                    ours.rps,
+                    ours.percentile_ms(0.5),
+                    ours.percentile_ms(0.99),
+                    ours.errors,
+                    peak_rss_mb(stack.server.pid),
+                    bare_rps=paired.rps,
+                    ratio=ratio,
+                    target=target,
+                    met=ratio >= target and not ours.errors,
+                )
             )
-            rows.append(Row(database, rpc, rps, p50, p99, errors, peak_rss_mb(stack.server.pid)))
-        return rows
+        all_bare = Sample.merge(floor)
+        bare_row = Row(
+            database,
+            "Health/Check (bare)",
+            all_bare.rps,
+            all_bare.percentile_ms(0.5),
+            all_bare.percentile_ms(0.99),
+            all_bare.errors,
+            peak_rss_mb(bare.pid),
+        )
+        return [bare_row, *rows]
 
 
 def table(rows: list[Row]) -> str:
     lines = [
-        f"{'database':<9} {'rpc':<20} {'rps':>8} {'ratio':>6} {'target':>6} {'p50 ms':>7} "
-        f"{'p99 ms':>7} {'rss MB':>7} errors",
+        f"{'database':<9} {'rpc':<20} {'rps':>8} {'bare':>6} {'ratio':>6} {'target':>6} "
+        f"{'p50 ms':>7} {'p99 ms':>7} {'rss MB':>7} errors",
     ]
     for r in rows:
+        bare = f"{r.bare_rps:.0f}" if r.bare_rps is not None else ""
         ratio = f"{r.ratio:.2f}" if r.ratio is not None else "1.00"
         target = f"{r.target:.2f}" if r.target is not None else ""
         mark = "" if r.met is None else (" ok" if r.met else " MISSED")
         lines.append(
-            f"{r.database:<9} {r.rpc:<20} {r.rps:>8.0f} {ratio:>6} {target:>6} {r.p50_ms:>7.2f} "
-            f"{r.p99_ms:>7.2f} {r.peak_rss_mb:>7.1f} {r.errors or ''}{mark}"
+            f"{r.database:<9} {r.rpc:<20} {r.rps:>8.0f} {bare:>6} {ratio:>6} {target:>6} "
+            f"{r.p50_ms:>7.2f} {r.p99_ms:>7.2f} {r.peak_rss_mb:>7.1f} {r.errors or ''}{mark}"
         )
     return "\n".join(lines)
 
@@ -342,15 +442,9 @@ def main(argv: list[str] | None = None) -> int:
         args.out,
     )
     rows: list[Row] = []
-    with tempfile.TemporaryDirectory(prefix="onboarding-bench-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="onboarding-bench-") as tmp, Load(config) as load:
         for database in config.databases:
-            floor = bare(config)
-            rows.append(floor)
-            for row in ours(config, database, Path(tmp)):
-                row.ratio = row.rps / floor.rps if floor.rps else 0.0
-                row.target = TARGETS[database][row.rpc]
-                row.met = row.ratio >= row.target and not row.errors
-                rows.append(row)
+            rows.extend(section(config, load, database, Path(tmp)))
             print(table(rows), flush=True)
             print(flush=True)
     config.out.parent.mkdir(parents=True, exist_ok=True)
@@ -360,6 +454,7 @@ def main(argv: list[str] | None = None) -> int:
             "processes": config.processes,
             "callers": config.callers,
             "duration": config.duration,
+            "order": "per RPC: bare, ours, ours, bare; half the duration each",
         },
         "rows": [asdict(r) for r in rows],
     }
