@@ -1,0 +1,48 @@
+"""The arithmetic of `make bench`: slices merge into one figure, ratios pair slices in time."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import pytest
+
+from bench.run import Sample, wait_idle
+
+
+def test_slices_merge_calls_time_latencies_and_errors() -> None:
+    first = Sample(3, 1.0, [0.003, 0.001, 0.002], {"UNAVAILABLE": 1})
+    second = Sample(1, 2.0, [0.004], {"UNAVAILABLE": 2, "INTERNAL": 1})
+    merged = Sample.merge([first, second])
+    assert merged.calls == 4
+    assert merged.seconds == 3.0
+    assert merged.rps == pytest.approx(4 / 3)
+    assert merged.latencies == [0.001, 0.002, 0.003, 0.004]
+    assert merged.errors == {"UNAVAILABLE": 3, "INTERNAL": 1}
+
+
+def test_percentiles_are_read_off_the_sorted_latencies() -> None:
+    sample = Sample.merge([Sample(100, 1.0, [n / 1000 for n in range(100, 0, -1)], {})])
+    assert sample.percentile_ms(0.5) == pytest.approx(51.0)
+    assert sample.percentile_ms(0.99) == pytest.approx(100.0)
+
+
+def test_an_empty_sample_has_no_rate_and_no_latency() -> None:
+    empty = Sample.merge([])
+    assert empty.rps == 0.0
+    assert empty.percentile_ms(0.5) == 0.0
+
+
+def test_waiting_for_idle_returns_once_a_busy_process_stops() -> None:
+    busy = subprocess.Popen(
+        [sys.executable, "-c", "import time\nend = time.time() + 1\nwhile time.time() < end: pass"]
+    )
+    try:
+        started = time.monotonic()
+        wait_idle([busy.pid], timeout=10)
+        waited = time.monotonic() - started
+    finally:
+        busy.kill()
+        busy.wait()
+    assert waited >= 0.5  # it waited for the loop to end rather than returning at once
