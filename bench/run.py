@@ -185,6 +185,9 @@ class Load:
         self._pool = ProcessPoolExecutor(config.processes, mp_context=get_context("spawn"))
 
     def __enter__(self) -> Load:
+        # Start every client process now: one spawned during a slice would start late and
+        # leave part of that slice with fewer callers than the others.
+        list(self._pool.map(time.sleep, [0.5] * self._config.processes))
         return self
 
     def __exit__(self, *_exc: object) -> None:
