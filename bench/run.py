@@ -33,7 +33,7 @@ import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
@@ -204,10 +204,11 @@ class Load:
             confirmations=data.get("confirmations", []),
         )
         results = list(self._pool.map(run_plan, [plan] * self._config.processes))
-        return Sample.merge(
+        merged = Sample.merge(
             [Sample(len(r["latencies"]), 0.0, r["latencies"], r["errors"]) for r in results]
-            + [Sample(0, seconds, [], {})]
         )
+        # The processes ran side by side: their calls share one slice of time.
+        return replace(merged, seconds=seconds)
 
 
 def cpu_seconds(pid: int) -> float:
