@@ -159,10 +159,15 @@ async def test_a_worker_of_serve_workers_killed_is_restarted_and_its_codes_still
     gateway.delay_next(100_000, 1.0)  # messages stay in flight for a second
     supervisor = await servers.start(fault_database, name="workers", workers=2)
 
-    async def two_workers() -> bool:
-        return len(child_pids(supervisor.process.pid)) == 2
+    async def two_workers_serving() -> bool:
+        # SERVING means one worker is up; a worker killed while still starting would never
+        # have logged "serving on port", and the count below would stop one short.
+        return (
+            len(child_pids(supervisor.process.pid)) == 2
+            and supervisor.log().count("serving on port") == 2
+        )
 
-    await eventually(two_workers, timeout=10)
+    await eventually(two_workers_serving, timeout=10)
     stubs = [AgreementStub(supervisor.new_channel()) for _ in range(8)]
     phones = unique_phones(60)
     await create_all(stubs, phones)

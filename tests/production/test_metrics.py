@@ -19,6 +19,7 @@ from prometheus_client.mmap_dict import MmapedDict
 from onboarding.agreement.v1 import agreement_pb2 as pb
 from onboarding.agreement.v1 import agreement_pb2_grpc
 from onboarding.inn.v1 import inn_pb2
+from tests.conftest import eventually
 from tests.e2e.conftest import free_port
 from tests.e2e.test_inn_helpers import FOUND, number, person
 from tests.fakes.nalog import FakeNalog, found, valid_inn
@@ -148,6 +149,13 @@ async def test_two_workers_count_every_call_in_one_metrics(
 ) -> None:
     metrics_port = free_port()
     server = await servers.start(fault_database, workers=2, ONBOARDING_METRICS_PORT=metrics_port)
+
+    # SERVING means one worker is up; the other may still be starting, and connections made
+    # before it listens all go to the first.
+    async def both_serving() -> bool:
+        return server.log().count("serving on port") == 2
+
+    await eventually(both_serving, timeout=10)
     before = await scrape(metrics_port)
     channels = [server.new_channel() for _ in range(16)]  # the kernel spreads connections
     calls_per_channel = 3
