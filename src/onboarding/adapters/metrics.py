@@ -57,8 +57,20 @@ LOOKUPS = Counter(
 )
 
 
-#: The labelled series of each (service, method, code, caller) seen, looked up once: the label
-#: values are few (methods x codes x callers) and ``labels()`` costs a lock and a hash per call.
+#: Labelled series, looked up once each: the label values are few (methods x codes x callers,
+#: outcomes, statuses) and ``labels()`` costs a lock and a hash per call.
+_SERIES: dict[tuple[Any, ...], Any] = {}
+
+
+def _series(metric: Any, *values: str) -> Any:
+    key = (metric, *values)
+    series = _SERIES.get(key)
+    if series is None:
+        series = _SERIES[key] = metric.labels(*values)
+    return series
+
+
+#: Both series of an RPC under one key: every RPC passes here.
 _RPC_SERIES: dict[tuple[str, str, str, str], tuple[Any, Any]] = {}
 
 
@@ -72,15 +84,15 @@ def record_rpc(service: str, method: str, code: str, caller: str, seconds: float
 
 
 def record_sms(outcome: str) -> None:
-    SMS.labels(outcome.lower()).inc()
+    _series(SMS, outcome.lower()).inc()
 
 
 def record_nalog_call(verdict: str) -> None:
-    NALOG_CALLS.labels(verdict.lower()).inc()
+    _series(NALOG_CALLS, verdict.lower()).inc()
 
 
 def record_lookup(status: str, cached: bool) -> None:
-    LOOKUPS.labels(status.lower(), "true" if cached else "false").inc()
+    _series(LOOKUPS, status.lower(), "true" if cached else "false").inc()
 
 
 def record_backlog(count: int, oldest: datetime | None, now: datetime) -> None:

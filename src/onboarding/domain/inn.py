@@ -11,6 +11,8 @@ from enum import StrEnum
 from onboarding.domain.errors import FieldViolation, InvalidRequest, InvalidValue
 
 _NAME = re.compile(r"[А-ЯЁа-яё]+(?:[ -][А-ЯЁа-яё]+)*")
+_AROUND_HYPHEN = re.compile(r" ?- ?")
+_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 _MAX_NAME = 60
 _MIN_AGE_FOR_PASSPORT = 14
 _OLDEST_BIRTH = date(1900, 1, 1)
@@ -20,7 +22,8 @@ def normalize_name(raw: str, *, required: bool) -> str:
     """Trimmed, inner runs of spaces folded, each part capitalised: ``иванова-петрова`` →
     ``Иванова-Петрова``. Cyrillic letters, spaces and hyphens only."""
     text = " ".join(raw.split())
-    text = re.sub(r"\s*-\s*", "-", text)
+    if "-" in text:
+        text = _AROUND_HYPHEN.sub("-", text)
     if not text:
         if required:
             raise InvalidValue("is required")
@@ -29,11 +32,12 @@ def normalize_name(raw: str, *, required: bool) -> str:
         raise InvalidValue(f"must be at most {_MAX_NAME} characters")
     if not _NAME.fullmatch(text):
         raise InvalidValue("may hold only Cyrillic letters, spaces and hyphens")
-    return re.sub(r"[А-ЯЁа-яё]+", lambda m: m.group(0).capitalize(), text)
+    # Only letters, spaces and hyphens are left: title() capitalises each run of letters.
+    return text.title()
 
 
 def parse_date(raw: str) -> date:
-    if not re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", raw):
+    if not _DATE.fullmatch(raw):
         raise InvalidValue("must be a date YYYY-MM-DD")
     try:
         return date.fromisoformat(raw)
