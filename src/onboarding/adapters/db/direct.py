@@ -11,8 +11,10 @@ the driver with the columns' own bind and result processors:
 - PostgreSQL: the pooled connection's asyncpg connection, whose statement cache prepares each
   statement once. SQLAlchemy's pool still owns the connection: checkout, recycling, and
   invalidation of a connection that failed mid-call (a cancelled or timed-out call, a lost
-  server), which must not go back to the pool. Round trips are what cost here, so writes whose
-  results nobody reads are queued and sent together (``PgConnection.defer``).
+  server), which must not go back to the pool. Between uses a few are kept out of the pool
+  (``kept_connections``), whose checkout and checkin cost more than a statement. Round trips
+  cost too, so writes whose results nobody reads are queued and sent together
+  (``PgConnection.defer``).
 
 A connection runs its statements in a transaction after ``begin``, and each on its own
 (autocommit) otherwise, for work whose statements stand alone: a point read, a claim.
@@ -37,6 +39,7 @@ from sqlalchemy.sql.dml import ValuesBase
 from sqlalchemy.util import greenlet_spawn
 
 from onboarding.adapters.db.inline_sqlite import InlineConnection, InlineEngine
+from onboarding.adapters.db.kept_connections import KeptConnections, kept_by
 
 ASYNCPG = asyncpg_dialect.dialect()
 _REQUIRED = sa_util.symbol("REQUIRED")
@@ -233,9 +236,17 @@ class PgConnection:
     """One pooled connection's asyncpg connection; statements run in a transaction after
     ``begin``, each on its own otherwise."""
 
-    def __init__(self, engine: AsyncEngine, pooled: PoolProxiedConnection) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        pooled: PoolProxiedConnection,
+        kept: KeptConnections | None = None,
+        generation: int = 0,
+    ) -> None:
         self._engine = engine
         self._pooled = pooled
+        self._kept = kept
+        self._generation = generation
         self._db: Any = pooled.driver_connection
         self._broken = False
         self._deferred: list[tuple[Statement, _Compiled, list[Any]]] = []
@@ -326,10 +337,13 @@ class PgConnection:
                     self._broken = True
                     raise
         finally:
-            # Through SQLAlchemy's greenlet: closing a connection awaits the driver.
-            if self._broken:
-                await greenlet_spawn(self._pooled.invalidate)
-            await greenlet_spawn(self._pooled.close)
+            if self._kept is not None:
+                await self._kept.give_back(self._pooled, self._generation, broken=self._broken)
+            else:
+                # Through SQLAlchemy's greenlet: closing a connection awaits the driver.
+                if self._broken:
+                    await greenlet_spawn(self._pooled.invalidate)
+                await greenlet_spawn(self._pooled.close)
 
 
 Connection = SqliteConnection | PgConnection
@@ -380,6 +394,10 @@ async def connect(engine: AsyncEngine | InlineEngine) -> Connection:
     """A connection with no transaction: each statement commits on its own until ``begin``."""
     if isinstance(engine, InlineEngine):
         return SqliteConnection(engine, await engine.acquire())
+    kept = kept_by(engine)
+    if kept is not None:
+        pooled, generation = await kept.take()
+        return PgConnection(engine, pooled, kept, generation)
     # Straight from the pool: an AsyncConnection around it would cost three greenlet hops and
     # about 70 µs more per checkout.
     return PgConnection(engine, await engine.raw_connection())

@@ -19,11 +19,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
 
 from onboarding.adapters.db.inline_sqlite import InlineEngine
+from onboarding.adapters.db.kept_connections import keep_connections
 from onboarding.adapters.db.wal_checkpoint import WalCheckpointer
 
 #: The serving connection checkpoints (and so restarts the log) only past this many pages; the
 #: checkpoint thread has copied nearly all of them by then (see wal_checkpoint).
 WAL_RESTART_PAGES = 4000
+#: PostgreSQL connections are replaced after this long (the pool's recycle).
+RECYCLE_SECONDS = 1800
 
 
 def create_engine(
@@ -31,19 +34,23 @@ def create_engine(
 ) -> AsyncEngine | InlineEngine:
     if url.startswith("sqlite"):
         return _sqlite_engine(url, timeout=timeout, pool_size=pool_size)
-    return create_async_engine(
+    engine = create_async_engine(
         url,
         pool_size=pool_size,
         max_overflow=pool_size,
         pool_timeout=timeout,
         pool_pre_ping=False,
-        pool_recycle=1800,
+        pool_recycle=RECYCLE_SECONDS,
         connect_args={
             "timeout": timeout,
             "command_timeout": timeout,
             "server_settings": {"application_name": "onboarding"},
         },
     )
+    # The direct path keeps up to pool_size connections between uses; the overflow (as many
+    # again) is left to everyone else.
+    keep_connections(engine, keep=pool_size, recycle_seconds=RECYCLE_SECONDS)
+    return engine
 
 
 def for_reads(engine: AsyncEngine | InlineEngine) -> AsyncEngine | InlineEngine:

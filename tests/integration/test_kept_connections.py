@@ -1,0 +1,124 @@
+"""PostgreSQL connections the direct path keeps between uses (``kept_connections``): used again,
+never more than the pool's size, never a broken or an old one, and closed with the engine."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+from sqlalchemy import event, func, literal_column, select, text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from onboarding.adapters.db import direct
+from onboarding.adapters.db.engine import RECYCLE_SECONDS
+from onboarding.adapters.db.kept_connections import _BORN, KeptConnections, kept_by
+
+pytestmark = pytest.mark.parametrize(
+    "db_kind", [pytest.param("postgres", marks=pytest.mark.postgres)]
+)
+
+ONE = direct.Statement(select(literal_column("1").label("one")))
+BACKEND_PID = direct.Statement(select(func.pg_backend_pid().label("pid")))
+
+
+def kept_of(engine: AsyncEngine) -> KeptConnections:
+    kept = kept_by(engine)
+    assert kept is not None
+    return kept
+
+
+def checked_out(engine: AsyncEngine) -> int:
+    return engine.sync_engine.pool.checkedout()  # type: ignore[attr-defined]
+
+
+async def backend_pid(engine: AsyncEngine) -> int:
+    async with direct.autocommit(engine) as conn:
+        row = await conn.fetch_one(BACKEND_PID)
+        assert row is not None
+        return int(row.pid)
+
+
+async def test_a_connection_is_kept_and_used_again(fresh_engine: AsyncEngine, db_kind: str) -> None:
+    first = await backend_pid(fresh_engine)
+    assert kept_of(fresh_engine).idle == 1
+    assert checked_out(fresh_engine) == 1  # kept out of the pool, not returned to it
+
+    assert await backend_pid(fresh_engine) == first
+    assert kept_of(fresh_engine).idle == 1
+
+
+async def test_no_more_are_kept_than_the_pool_size_and_the_rest_go_back(
+    fresh_engine: AsyncEngine, db_kind: str
+) -> None:
+    size = fresh_engine.sync_engine.pool.size()  # type: ignore[attr-defined]
+    connections = [await direct.connect(fresh_engine) for _ in range(size + 3)]
+    assert checked_out(fresh_engine) == size + 3
+    for connection in connections:
+        await connection.close()
+
+    assert kept_of(fresh_engine).idle == size
+    assert checked_out(fresh_engine) == size
+    async with fresh_engine.connect() as other:  # the pool still serves everyone else
+        assert (await other.execute(text("SELECT 2"))).scalar() == 2
+
+
+async def test_a_cancelled_call_drops_its_connection_instead_of_keeping_it(
+    fresh_engine: AsyncEngine, db_kind: str
+) -> None:
+    invalidated: list[object] = []
+    event.listen(fresh_engine.sync_engine.pool, "invalidate", lambda *a: invalidated.append(a))
+    first = await backend_pid(fresh_engine)
+    slow = direct.Statement(select(func.pg_sleep(5).label("slept")))
+
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.2), direct.autocommit(fresh_engine) as conn:
+            await conn.fetch_one(slow)
+
+    assert len(invalidated) == 1
+    assert kept_of(fresh_engine).idle == 0
+    assert checked_out(fresh_engine) == 0
+    assert await backend_pid(fresh_engine) != first
+
+
+async def test_a_refused_statement_keeps_its_connection(
+    fresh_engine: AsyncEngine, db_kind: str
+) -> None:
+    first = await backend_pid(fresh_engine)
+    clash = direct.Statement(select(literal_column("1 / 0").label("never")))
+    with pytest.raises(Exception, match="division by zero"):
+        async with direct.transaction(fresh_engine) as tx:
+            await tx.fetch_one(clash)
+    assert await backend_pid(fresh_engine) == first
+
+
+async def test_a_connection_past_the_recycle_time_goes_back_to_the_pool(
+    fresh_engine: AsyncEngine, db_kind: str
+) -> None:
+    connection = await direct.connect(fresh_engine)
+    assert isinstance(connection, direct.PgConnection)
+    connection._pooled.info[_BORN] = time.monotonic() - RECYCLE_SECONDS - 1
+    await connection.close()
+
+    assert kept_of(fresh_engine).idle == 0
+    assert checked_out(fresh_engine) == 0
+
+
+async def test_disposing_the_engine_closes_the_kept_connections(
+    fresh_engine: AsyncEngine, db_kind: str
+) -> None:
+    idle = await direct.connect(fresh_engine)
+    busy = await direct.connect(fresh_engine)
+    assert isinstance(idle, direct.PgConnection) and isinstance(busy, direct.PgConnection)
+    await idle.close()
+    driver = idle._db
+    assert kept_of(fresh_engine).idle == 1
+
+    await fresh_engine.dispose()
+
+    assert driver.is_closed()
+    assert kept_of(fresh_engine).idle == 0
+    await busy.close()  # taken before the disposal: not kept after it
+    assert kept_of(fresh_engine).idle == 0
+    async with direct.autocommit(fresh_engine) as conn:  # the engine serves on, with new ones
+        assert await conn.fetch_one(ONE) is not None
