@@ -172,22 +172,90 @@ async def test_a_lookup_round_trips_with_exact_aware_utc_times(
     assert await get_lookup(fresh_engine, "no-such-request") is None
 
 
-async def test_add_if_new_adds_once_and_never_overwrites(
+def fields_of(lookup: InnLookup | None) -> dict[str, Any] | None:
+    """Every field: a lookup is an entity, equal only to itself."""
+    if lookup is None:
+        return None
+    return {f.name: getattr(lookup, f.name) for f in dataclasses.fields(InnLookup)}
+
+
+async def store_answer(
+    engine: AsyncEngine, clock: MutableClock, key: bytes, answer: StoredAnswer
+) -> None:
+    async with uow(engine, clock) as work:
+        await work.inn_results.put(
+            key, status=answer.status, inn=answer.inn, now=T0, expire_time=answer.expire_time
+        )
+        await work.commit()
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        StoredAnswer(LookupStatus.FOUND, VALID_INN, T0 + timedelta(days=30)),
+        StoredAnswer(LookupStatus.NOT_FOUND, None, T0 + timedelta(days=1)),
+    ],
+    ids=["found", "not-found"],
+)
+async def test_add_from_stored_answer_writes_what_the_domain_would(
+    fresh_engine: AsyncEngine, clock: MutableClock, answer: StoredAnswer
+) -> None:
+    key = key_of(person(1))
+    await store_answer(fresh_engine, clock, key, answer)
+    now = T0 + timedelta(hours=1)
+    expected = InnLookup.from_stored_answer("copied", key, answer, now)
+
+    async with SqlAutocommitWork(fresh_engine) as work:
+        added = await work.inn_lookups.add_from_stored_answer("copied", key, now)
+
+    assert fields_of(added) == fields_of(expected)
+    assert fields_of(await get_lookup(fresh_engine, "copied")) == fields_of(expected)
+
+
+async def test_add_from_stored_answer_needs_a_fresh_answer_of_that_person(
+    fresh_engine: AsyncEngine, clock: MutableClock
+) -> None:
+    key, other = key_of(person(1)), key_of(person(2))
+    expire = T0 + timedelta(days=1)
+    await store_answer(
+        fresh_engine, clock, key, StoredAnswer(LookupStatus.FOUND, VALID_INN, expire)
+    )
+
+    async with SqlAutocommitWork(fresh_engine) as work:
+        assert await work.inn_lookups.add_from_stored_answer("other", other, T0) is None
+        assert await work.inn_lookups.add_from_stored_answer("expired", key, expire) is None
+        assert await work.inn_lookups.add_from_stored_answer("late", key, expire + EPSILON) is None
+        last = await work.inn_lookups.add_from_stored_answer("last", key, expire - EPSILON)
+
+    assert last is not None and last.inn == VALID_INN
+    for request_id in ("other", "expired", "late"):
+        assert await get_lookup(fresh_engine, request_id) is None
+    # The same boundary as the domain's own rule.
+    assert not StoredAnswer(LookupStatus.FOUND, VALID_INN, expire).fresh(expire)
+
+
+async def test_add_from_stored_answer_never_overwrites_a_known_request_id(
     fresh_engine: AsyncEngine, clock: MutableClock
 ) -> None:
     first, second = key_of(person(1)), key_of(person(2))
-    answer = StoredAnswer(LookupStatus.FOUND, VALID_INN, T0 + timedelta(days=30))
-    cached = InnLookup.from_stored_answer("once", first, answer, T0)
-    other = InnLookup.from_stored_answer("once", second, answer, T0 + timedelta(minutes=1))
+    for key in (first, second):
+        await store_answer(
+            fresh_engine,
+            clock,
+            key,
+            StoredAnswer(LookupStatus.FOUND, VALID_INN, T0 + timedelta(days=30)),
+        )
+    await add_lookups(fresh_engine, clock, InnLookup.start("taken", second, T0))
 
     async with SqlAutocommitWork(fresh_engine) as work:
-        assert await work.inn_lookups.add_if_new(cached) is True
-        assert await work.inn_lookups.add_if_new(other) is False
+        added = await work.inn_lookups.add_from_stored_answer("once", first, T0)
+        assert added is not None
+        assert await work.inn_lookups.add_from_stored_answer("once", second, T0) is None
+        assert await work.inn_lookups.add_from_stored_answer("taken", first, T0) is None
 
-    got = await get_lookup(fresh_engine, "once")
-    assert got is not None
-    for field in dataclasses.fields(InnLookup):
-        assert getattr(got, field.name) == getattr(cached, field.name), field.name
+    assert fields_of(await get_lookup(fresh_engine, "once")) == fields_of(added)
+    taken = InnLookup.start("taken", second, T0)
+    assert fields_of(await get_lookup(fresh_engine, "taken")) == fields_of(taken)
 
 
 async def test_autocommit_work_commits_each_statement_without_a_transaction(
@@ -195,21 +263,15 @@ async def test_autocommit_work_commits_each_statement_without_a_transaction(
 ) -> None:
     key = key_of(person(3))
     answer = StoredAnswer(LookupStatus.NOT_FOUND, None, T0 + timedelta(days=1))
-    async with uow(fresh_engine, clock) as work:
-        await work.inn_results.put(
-            key, status=answer.status, inn=None, now=T0, expire_time=answer.expire_time
-        )
-        await work.commit()
+    await store_answer(fresh_engine, clock, key, answer)
 
     with statements(fresh_engine) as seen, pytest.raises(RuntimeError):
         async with SqlAutocommitWork(fresh_engine) as work:
-            assert await work.inn_results.get(key) == answer
-            added = InnLookup.from_stored_answer("kept", key, answer, T0)
-            assert await work.inn_lookups.add_if_new(added) is True
+            assert await work.inn_lookups.add_from_stored_answer("kept", key, T0) is not None
             raise RuntimeError("a failure after the insert takes nothing back")
 
     assert await get_lookup(fresh_engine, "kept") is not None
-    assert len(seen) == 2
+    assert len(seen) == 1
     assert not any(s.split()[0].upper() in {"BEGIN", "COMMIT", "ROLLBACK"} for s in seen)
 
 

@@ -294,12 +294,19 @@ class InnLookup:
             now,
             inn=answer.inn,
             cached=True,
-            details="" if answer.status is LookupStatus.FOUND else "no INN found for this person",
+            details=STORED_ANSWER_DETAILS[answer.status],
             finish_time=now,
         )
 
     def same_person(self, person_key: bytes) -> bool:
         return hmac.compare_digest(self.person_key, person_key)
+
+
+#: What a lookup answered from a stored answer says, by the answer's status.
+STORED_ANSWER_DETAILS = {
+    LookupStatus.FOUND: "",
+    LookupStatus.NOT_FOUND: "no INN found for this person",
+}
 
 
 @dataclass(frozen=True, slots=True)

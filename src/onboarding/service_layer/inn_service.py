@@ -89,18 +89,14 @@ class InnService:
         return view
 
     async def _from_stored_answer(self, request_id: str, person_key: bytes) -> InnLookup | None:
-        """A new lookup of a person whose answer is stored and fresh: the answer read, and the
-        finished lookup added unless its request_id is taken, each statement on its own (no
-        transaction: neither depends on a lock). None sends the call the full way
-        (``start_lookup``), which answers a known request_id and orders a new lookup against
-        the person's job."""
+        """A new lookup of a person whose answer is stored and fresh: the finished lookup,
+        added in one statement that commits on its own (no transaction: it depends on no lock).
+        None sends the call the full way (``start_lookup``), which answers a known request_id
+        and orders a new lookup against the person's job."""
         async with self._autocommit_work() as work:
-            stored = await work.inn_results.get(person_key)
-            now = self._clock()
-            if stored is None or not stored.fresh(now):
-                return None
-            lookup = InnLookup.from_stored_answer(request_id, person_key, stored, now)
-            return lookup if await work.inn_lookups.add_if_new(lookup) else None
+            return await work.inn_lookups.add_from_stored_answer(
+                request_id, person_key, self._clock()
+            )
 
     async def get(self, request_id: str) -> LookupView:
         view = await self._reader.get(request_id)

@@ -52,7 +52,12 @@ class InnLookupRepository(Protocol):
 
     async def add(self, lookup: InnLookup) -> None: ...
 
-    async def add_if_new(self, lookup: InnLookup) -> bool: ...
+    async def add_from_stored_answer(
+        self, request_id: str, person_key: bytes, now: datetime
+    ) -> InnLookup | None:
+        """In one statement: ``InnLookup.from_stored_answer`` of the person's stored answer,
+        added, when that answer is fresh at ``now`` and the request_id is new; else None."""
+        ...
 
     async def finish_pending(
         self,
@@ -128,7 +133,6 @@ class AutocommitWork(_ConnectionScope, Protocol):
     commits on its own. Only for work whose statements stand alone (see InnService.find)."""
 
     inn_lookups: InnLookupRepository
-    inn_results: InnResultRepository
 
     async def __aenter__(self) -> AutocommitWork: ...
 

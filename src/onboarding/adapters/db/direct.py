@@ -126,7 +126,9 @@ class Statement:
         self.table: Any = getattr(statement, "table", None)
         # An INSERT or UPDATE without .values() takes its columns from the values given.
         self._by_columns = isinstance(statement, ValuesBase) and not (
-            statement._values or statement._multi_values
+            statement._values
+            or statement._multi_values
+            or getattr(statement, "select", None) is not None
         )
         self._compiled: dict[Any, _Compiled] = {}
 

@@ -12,13 +12,20 @@ import json
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import and_, bindparam, delete, insert, select, update
+from sqlalchemy import and_, bindparam, case, delete, insert, literal_column, select, true, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from onboarding.adapters.crypto import Sealer
 from onboarding.adapters.db.direct import Connection, Statement
 from onboarding.adapters.db.tables import inn_jobs, inn_lookups, inn_results, upstream_pauses
-from onboarding.domain.inn import InnLookup, LookupStatus, PersonData, StoredAnswer
+from onboarding.adapters.db.types import UtcDateTime
+from onboarding.domain.inn import (
+    STORED_ANSWER_DETAILS,
+    InnLookup,
+    LookupStatus,
+    PersonData,
+    StoredAnswer,
+)
 
 _PENDING = LookupStatus.PENDING.value
 # Built once; values bound at execution (see ``direct``).
@@ -95,15 +102,41 @@ def _pause_upsert(dialect_insert: Any) -> Any:
     )
 
 
-def _lookup_insert_if_new(dialect_insert: Any) -> Any:
+def _lookup_from_stored_answer(dialect_insert: Any) -> Any:
+    """``InnLookup.from_stored_answer`` as one statement: the finished lookup is copied from the
+    person's stored answer when that is fresh (``StoredAnswer.fresh``), unless the request_id is
+    taken. The details come as values, from the domain's STORED_ANSWER_DETAILS."""
+    now = bindparam("now", type_=UtcDateTime)
+    text = inn_lookups.c.details.type
+    stored = inn_results.c
+    fresh_answer = select(
+        bindparam("request_id", type_=inn_lookups.c.request_id.type),
+        stored.person_key,
+        stored.status,
+        stored.inn,
+        true(),
+        case(
+            (stored.status == LookupStatus.FOUND.value, bindparam("found_details", type_=text)),
+            else_=bindparam("not_found_details", type_=text),
+        ),
+        literal_column("0"),
+        now,
+        now,
+    ).where(stored.person_key == bindparam("person_key"), now < stored.expire_time)
+    columns = ["request_id", "person_key", "status", "inn", "cached", "details", "attempts"]
     return (
         dialect_insert(inn_lookups)
+        .from_select([*columns, "create_time", "finish_time"], fresh_answer)
         .on_conflict_do_nothing(index_elements=[inn_lookups.c.request_id])
-        .returning(inn_lookups.c.request_id)
+        .returning(*inn_lookups.c)
     )
 
 
-_INSERT_LOOKUP_IF_NEW = _per_dialect(_lookup_insert_if_new)
+_ADD_FROM_STORED_ANSWER = _per_dialect(_lookup_from_stored_answer)
+_STORED_ANSWER_DETAILS = {
+    "found_details": STORED_ANSWER_DETAILS[LookupStatus.FOUND],
+    "not_found_details": STORED_ANSWER_DETAILS[LookupStatus.NOT_FOUND],
+}
 _UPSERT_JOB = _per_dialect(_job_upsert)
 _UPSERT_RESULT = _per_dialect(_result_upsert)
 _UPSERT_PAUSE = _per_dialect(_pause_upsert)
@@ -176,10 +209,19 @@ class SqlInnLookupRepository:
     async def add(self, lookup: InnLookup) -> None:
         await self._conn.execute(_INSERT_LOOKUP, _lookup_row(lookup))
 
-    async def add_if_new(self, lookup: InnLookup) -> bool:
-        """Adds the lookup unless one with its request_id exists; True when it was added."""
-        statement = _INSERT_LOOKUP_IF_NEW[self._conn.dialect_name]
-        return await self._conn.fetch_one(statement, _lookup_row(lookup)) is not None
+    async def add_from_stored_answer(
+        self, request_id: str, person_key: bytes, now: datetime
+    ) -> InnLookup | None:
+        row = await self._conn.fetch_one(
+            _ADD_FROM_STORED_ANSWER[self._conn.dialect_name],
+            {
+                "request_id": request_id,
+                "person_key": person_key,
+                "now": now,
+                **_STORED_ANSWER_DETAILS,
+            },
+        )
+        return lookup_from_row(row) if row is not None else None
 
     async def finish_pending(
         self,

@@ -103,7 +103,6 @@ class SqlAutocommitWork(_SqlWork):
     on its own (see ``AutocommitWork``)."""
 
     inn_lookups: SqlInnLookupRepository
-    inn_results: SqlInnResultRepository
 
     def __init__(self, engine: AsyncEngine | InlineEngine) -> None:
         self._engine = engine
@@ -113,5 +112,4 @@ class SqlAutocommitWork(_SqlWork):
             conn = await direct.connect(self._engine)
         self._conn = conn
         self.inn_lookups = SqlInnLookupRepository(conn)
-        self.inn_results = SqlInnResultRepository(conn)
         return self
