@@ -8,11 +8,11 @@ import time
 
 import pytest
 from sqlalchemy import event, func, literal_column, select, text
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from onboarding.adapters.db import direct
 from onboarding.adapters.db.engine import RECYCLE_SECONDS
-from onboarding.adapters.db.kept_connections import _BORN, KeptConnections, kept_by
+from onboarding.adapters.db.kept_connections import _BORN, kept_by
 
 pytestmark = pytest.mark.parametrize(
     "db_kind", [pytest.param("postgres", marks=pytest.mark.postgres)]
@@ -20,12 +20,6 @@ pytestmark = pytest.mark.parametrize(
 
 ONE = direct.Statement(select(literal_column("1").label("one")))
 BACKEND_PID = direct.Statement(select(func.pg_backend_pid().label("pid")))
-
-
-def kept_of(engine: AsyncEngine) -> KeptConnections:
-    kept = kept_by(engine)
-    assert kept is not None
-    return kept
 
 
 def checked_out(engine: AsyncEngine) -> int:
@@ -41,11 +35,11 @@ async def backend_pid(engine: AsyncEngine) -> int:
 
 async def test_a_connection_is_kept_and_used_again(fresh_engine: AsyncEngine, db_kind: str) -> None:
     first = await backend_pid(fresh_engine)
-    assert kept_of(fresh_engine).idle == 1
+    assert kept_by(fresh_engine).idle == 1
     assert checked_out(fresh_engine) == 1  # kept out of the pool, not returned to it
 
     assert await backend_pid(fresh_engine) == first
-    assert kept_of(fresh_engine).idle == 1
+    assert kept_by(fresh_engine).idle == 1
 
 
 async def test_no_more_are_kept_than_the_pool_size_and_the_rest_go_back(
@@ -57,7 +51,7 @@ async def test_no_more_are_kept_than_the_pool_size_and_the_rest_go_back(
     for connection in connections:
         await connection.close()
 
-    assert kept_of(fresh_engine).idle == size
+    assert kept_by(fresh_engine).idle == size
     assert checked_out(fresh_engine) == size
     async with fresh_engine.connect() as other:  # the pool still serves everyone else
         assert (await other.execute(text("SELECT 2"))).scalar() == 2
@@ -76,7 +70,7 @@ async def test_a_cancelled_call_drops_its_connection_instead_of_keeping_it(
             await conn.fetch_one(slow)
 
     assert len(invalidated) == 1
-    assert kept_of(fresh_engine).idle == 0
+    assert kept_by(fresh_engine).idle == 0
     assert checked_out(fresh_engine) == 0
     assert await backend_pid(fresh_engine) != first
 
@@ -100,7 +94,7 @@ async def test_a_connection_past_the_recycle_time_goes_back_to_the_pool(
     connection._pooled.info[_BORN] = time.monotonic() - RECYCLE_SECONDS - 1
     await connection.close()
 
-    assert kept_of(fresh_engine).idle == 0
+    assert kept_by(fresh_engine).idle == 0
     assert checked_out(fresh_engine) == 0
 
 
@@ -112,13 +106,26 @@ async def test_disposing_the_engine_closes_the_kept_connections(
     assert isinstance(idle, direct.PgConnection) and isinstance(busy, direct.PgConnection)
     await idle.close()
     driver = idle._db
-    assert kept_of(fresh_engine).idle == 1
+    assert kept_by(fresh_engine).idle == 1
 
     await fresh_engine.dispose()
 
     assert driver.is_closed()
-    assert kept_of(fresh_engine).idle == 0
+    assert kept_by(fresh_engine).idle == 0
     await busy.close()  # taken before the disposal: not kept after it
-    assert kept_of(fresh_engine).idle == 0
+    assert kept_by(fresh_engine).idle == 0
     async with direct.autocommit(fresh_engine) as conn:  # the engine serves on, with new ones
         assert await conn.fetch_one(ONE) is not None
+
+
+async def test_an_engine_made_elsewhere_keeps_nothing(
+    fresh_engine: AsyncEngine, db_kind: str
+) -> None:
+    other = create_async_engine(fresh_engine.url)
+    try:
+        async with direct.autocommit(other) as conn:
+            assert await conn.fetch_one(ONE) is not None
+        assert kept_by(other).idle == 0
+        assert checked_out(other) == 0
+    finally:
+        await other.dispose()
