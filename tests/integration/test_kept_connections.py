@@ -4,14 +4,16 @@ never more than the pool's size, never a broken or an old one, and closed with t
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
+import weakref
 
 import pytest
 from sqlalchemy import event, func, literal_column, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from onboarding.adapters.db import direct
-from onboarding.adapters.db.engine import RECYCLE_SECONDS
+from onboarding.adapters.db.engine import RECYCLE_SECONDS, create_engine
 from onboarding.adapters.db.kept_connections import _BORN, kept_by
 
 pytestmark = pytest.mark.parametrize(
@@ -129,3 +131,12 @@ async def test_an_engine_made_elsewhere_keeps_nothing(
         assert checked_out(other) == 0
     finally:
         await other.dispose()
+
+
+def test_an_engine_let_go_is_not_held_by_its_keeper(db_kind: str) -> None:
+    engine = create_engine("postgresql+asyncpg://postgres@127.0.0.1:5432/test")
+    assert kept_by(engine) is not None
+    let_go = weakref.ref(engine.sync_engine)
+    del engine
+    gc.collect()
+    assert let_go() is None

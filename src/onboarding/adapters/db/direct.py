@@ -390,7 +390,7 @@ async def connect(engine: AsyncEngine | InlineEngine) -> Connection:
     if isinstance(engine, InlineEngine):
         return SqliteConnection(engine, await engine.acquire())
     kept = kept_by(engine)
-    pooled, generation = await kept.take()
+    pooled, generation = await kept.take(engine)
     return PgConnection(engine, pooled, kept, generation)
 
 

@@ -29,8 +29,9 @@ _BORN = "onboarding.kept_connections.born"
 
 
 class KeptConnections:
+    # It holds no reference to its engine: the registry below maps the engine to it weakly,
+    # and a reference back would keep both alive for good.
     def __init__(self, engine: AsyncEngine, *, keep: int, recycle_seconds: float) -> None:
-        self._engine = engine
         self._keep = keep
         self._recycle_seconds = recycle_seconds
         self._idle: list[PoolProxiedConnection] = []
@@ -42,13 +43,13 @@ class KeptConnections:
     def idle(self) -> int:
         return len(self._idle)
 
-    async def take(self) -> tuple[PoolProxiedConnection, int]:
-        """A connection, and the generation to give it back with."""
+    async def take(self, engine: AsyncEngine) -> tuple[PoolProxiedConnection, int]:
+        """A connection of ``engine`` (this keeper's), and the generation to give it back with."""
         if self._idle:
             return self._idle.pop(), self._generation
         # Straight from the pool: an AsyncConnection around it would cost three greenlet hops
         # and about 70 µs more per checkout.
-        pooled = await self._engine.raw_connection()
+        pooled = await engine.raw_connection()
         pooled.info.setdefault(_BORN, time.monotonic())
         return pooled, self._generation
 
