@@ -80,12 +80,14 @@ async def _run(plan: Plan) -> dict[str, Any]:
         call = _call_factory(plan, channel)
         latencies: list[float] = []
         errors: dict[str, int] = {}
+        answered = 0  # every call answered, warm-up included: what the server's CPU time paid for
         loop = asyncio.get_running_loop()
         start = loop.time()
         measure_from = start + plan.warmup
         stop = measure_from + plan.duration
 
         async def caller() -> None:
+            nonlocal answered
             while True:
                 began = time.perf_counter()
                 now = loop.time()
@@ -98,11 +100,17 @@ async def _run(plan: Plan) -> dict[str, Any]:
                     ok = False
                     if now >= measure_from:
                         errors[error.code().name] = errors.get(error.code().name, 0) + 1
+                answered += 1
                 if ok and now >= measure_from and loop.time() <= stop:
                     latencies.append(time.perf_counter() - began)
 
         await asyncio.gather(*(caller() for _ in range(plan.callers)))
-    return {"latencies": latencies, "errors": errors, "duration": plan.duration}
+    return {
+        "latencies": latencies,
+        "errors": errors,
+        "duration": plan.duration,
+        "answered": answered,
+    }
 
 
 def run_plan(plan: Plan) -> dict[str, Any]:

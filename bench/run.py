@@ -4,9 +4,9 @@
 
 For each database it starts, as separate processes: the bare server (grpc.health.v1 only), a
 fake SMS gateway, a fake service.nalog.ru and `onboarding serve`. It drives each with the same
-closed-loop load (client processes × callers), and prints RPS, p50, p99 and the server's peak
-RSS, with each RPS as a ratio to the bare server's. Ratios, not absolute numbers, are what
-carry from one machine to another.
+closed-loop load (client processes × callers), and prints RPS, p50, p99, the server's peak
+RSS, its CPU time per call and how busy its main thread was, with each RPS as a ratio to the
+bare server's. Ratios, not absolute numbers, are what carry from one machine to another.
 
 A shared machine's speed drifts by tens of percent within minutes, so each RPC is measured in
 step with the bare server, in the order bare, ours, ours, bare (half the duration each): the
@@ -75,6 +75,12 @@ class Row:
     p99_ms: float
     errors: dict[str, int]
     peak_rss_mb: float
+    #: The server's CPU time (all its threads) per call answered, warm-up and the work a
+    #: slice left behind (an SMS backlog) included.
+    cpu_us_per_call: float
+    #: How busy the server's main thread (the event loop's, which runs all our Python) was
+    #: during the slices: 1.0 is a whole core.
+    main_thread_busy: float
     #: The bare server's RPS in the slices paired with this row's (None on the bare rows).
     bare_rps: float | None = None
     ratio: float | None = None
@@ -153,6 +159,13 @@ class Sample:
     seconds: float
     latencies: list[float]
     errors: dict[str, int]
+    #: Calls answered from the start of the warm-up to the end, for the cost per call.
+    answered: int = 0
+    #: The server's CPU time over the slice and what it left behind, all threads.
+    cpu_seconds: float = 0.0
+    #: Its main thread's CPU time over the slice, and the slice's wall time.
+    main_thread_seconds: float = 0.0
+    wall_seconds: float = 0.0
 
     @staticmethod
     def merge(samples: list[Sample]) -> Sample:
@@ -165,11 +178,23 @@ class Sample:
             sum(s.seconds for s in samples),
             sorted(x for s in samples for x in s.latencies),
             errors,
+            sum(s.answered for s in samples),
+            sum(s.cpu_seconds for s in samples),
+            sum(s.main_thread_seconds for s in samples),
+            sum(s.wall_seconds for s in samples),
         )
 
     @property
     def rps(self) -> float:
         return self.calls / self.seconds if self.seconds else 0.0
+
+    @property
+    def cpu_us_per_call(self) -> float:
+        return self.cpu_seconds / self.answered * 1e6 if self.answered else 0.0
+
+    @property
+    def main_thread_busy(self) -> float:
+        return self.main_thread_seconds / self.wall_seconds if self.wall_seconds else 0.0
 
     def percentile_ms(self, share: float) -> float:
         if not self.latencies:
@@ -193,7 +218,14 @@ class Load:
     def __exit__(self, *_exc: object) -> None:
         self._pool.shutdown()
 
-    def slice(self, address: str, rpc: str, seconds: float, **data: Any) -> Sample:
+    def slice(
+        self, address: str, rpc: str, seconds: float, server: int, quiet: list[int], **data: Any
+    ) -> Sample:
+        """One slice against the server at ``address`` (process ``server``), then a wait until
+        every process in ``quiet`` is idle, so that the work the slice left behind is done
+        and charged to it."""
+        cpu_before, main_before = cpu_seconds(server), cpu_seconds(server, server)
+        started = time.monotonic()
         plan = Plan(
             address=address,
             rpc=rpc,
@@ -204,15 +236,29 @@ class Load:
             confirmations=data.get("confirmations", []),
         )
         results = list(self._pool.map(run_plan, [plan] * self._config.processes))
+        wall = time.monotonic() - started
+        main = cpu_seconds(server, server) - main_before
+        wait_idle(quiet)
         merged = Sample.merge(
-            [Sample(len(r["latencies"]), 0.0, r["latencies"], r["errors"]) for r in results]
+            [
+                Sample(len(r["latencies"]), 0.0, r["latencies"], r["errors"], r["answered"])
+                for r in results
+            ]
         )
         # The processes ran side by side: their calls share one slice of time.
-        return replace(merged, seconds=seconds)
+        return replace(
+            merged,
+            seconds=seconds,
+            cpu_seconds=cpu_seconds(server) - cpu_before,
+            main_thread_seconds=main,
+            wall_seconds=wall,
+        )
 
 
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+def cpu_seconds(pid: int, thread: int | None = None) -> float:
+    """CPU time (user and system) of a process, or of one of its threads."""
+    stat = Path(f"/proc/{pid}/stat" if thread is None else f"/proc/{pid}/task/{thread}/stat")
+    fields = stat.read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
@@ -376,9 +422,13 @@ def section(config: Config, load: Load, database: str, work: Path) -> list[Row]:
             for who in ("bare", "ours", "ours", "bare"):
                 wait_idle(quiet)
                 if who == "bare":
-                    slices[who].append(load.slice(bare_address, "Health/Check", half))
+                    slices[who].append(
+                        load.slice(bare_address, "Health/Check", half, bare.pid, quiet)
+                    )
                 else:
-                    slices[who].append(load.slice(stack.address, rpc, half, **data))
+                    slices[who].append(
+                        load.slice(stack.address, rpc, half, stack.server.pid, quiet, **data)
+                    )
             ours, paired = Sample.merge(slices["ours"]), Sample.merge(slices["bare"])
             floor.extend(slices["bare"])
             ratio = ours.rps / paired.rps if paired.rps else 0.0
@@ -392,6 +442,8 @@ def section(config: Config, load: Load, database: str, work: Path) -> list[Row]:
                     ours.percentile_ms(0.99),
                     ours.errors,
                     peak_rss_mb(stack.server.pid),
+                    ours.cpu_us_per_call,
+                    ours.main_thread_busy,
                     bare_rps=paired.rps,
                     ratio=ratio,
                     target=target,
@@ -407,6 +459,8 @@ def section(config: Config, load: Load, database: str, work: Path) -> list[Row]:
             all_bare.percentile_ms(0.99),
             all_bare.errors,
             peak_rss_mb(bare.pid),
+            all_bare.cpu_us_per_call,
+            all_bare.main_thread_busy,
         )
         return [bare_row, *rows]
 
@@ -414,7 +468,7 @@ def section(config: Config, load: Load, database: str, work: Path) -> list[Row]:
 def table(rows: list[Row]) -> str:
     lines = [
         f"{'database':<9} {'rpc':<20} {'rps':>8} {'bare':>6} {'ratio':>6} {'target':>6} "
-        f"{'p50 ms':>7} {'p99 ms':>7} {'rss MB':>7} errors",
+        f"{'p50 ms':>7} {'p99 ms':>7} {'rss MB':>7} {'cpu µs':>6} {'main':>5} errors",
     ]
     for r in rows:
         bare = f"{r.bare_rps:.0f}" if r.bare_rps is not None else ""
@@ -423,7 +477,8 @@ def table(rows: list[Row]) -> str:
         mark = "" if r.met is None else (" ok" if r.met else " MISSED")
         lines.append(
             f"{r.database:<9} {r.rpc:<20} {r.rps:>8.0f} {bare:>6} {ratio:>6} {target:>6} "
-            f"{r.p50_ms:>7.2f} {r.p99_ms:>7.2f} {r.peak_rss_mb:>7.1f} {r.errors or ''}{mark}"
+            f"{r.p50_ms:>7.2f} {r.p99_ms:>7.2f} {r.peak_rss_mb:>7.1f} "
+            f"{r.cpu_us_per_call:>6.0f} {r.main_thread_busy:>5.0%} {r.errors or ''}{mark}"
         )
     return "\n".join(lines)
 

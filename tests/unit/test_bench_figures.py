@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from bench.run import Sample, wait_idle
+from bench.run import Sample, cpu_seconds, wait_idle
 
 
 def test_slices_merge_calls_time_latencies_and_errors() -> None:
@@ -46,3 +46,44 @@ def test_waiting_for_idle_returns_once_a_busy_process_stops() -> None:
         busy.kill()
         busy.wait()
     assert waited >= 0.5  # it waited for the loop to end rather than returning at once
+
+
+def test_the_cost_per_call_counts_every_answered_call_and_the_server_time_of_each_slice() -> None:
+    first = Sample(
+        80, 4.0, [], {}, answered=100, cpu_seconds=0.05, main_thread_seconds=2.0, wall_seconds=5
+    )
+    second = Sample(
+        150, 4.0, [], {}, answered=200, cpu_seconds=0.10, main_thread_seconds=4.5, wall_seconds=5
+    )
+    merged = Sample.merge([first, second])
+    assert merged.answered == 300
+    assert merged.cpu_us_per_call == pytest.approx(500.0)  # 0.15 s over 300 calls
+    assert merged.main_thread_busy == pytest.approx(0.65)  # 6.5 s of a thread over 10 s
+
+
+def test_a_slice_without_calls_costs_nothing_per_call() -> None:
+    empty = Sample.merge([])
+    assert empty.cpu_us_per_call == 0.0
+    assert empty.main_thread_busy == 0.0
+
+
+def test_cpu_time_is_read_for_a_process_and_for_its_main_thread() -> None:
+    busy = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time\nend = time.time() + 0.6\nwhile time.time() < end: pass\n"
+            "print('done', flush=True)\nsys.stdin.read()",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert busy.stdout is not None
+        assert busy.stdout.readline() == "done\n"  # spun for 0.6 s, now blocked on stdin
+        process, main = cpu_seconds(busy.pid), cpu_seconds(busy.pid, busy.pid)
+    finally:
+        busy.kill()
+        busy.wait()
+    assert 0.3 <= main <= process
