@@ -73,6 +73,9 @@ class FakeSmsGateway:
         self.code_pattern = re.compile(code_pattern)
         self.requests: list[ReceivedSms] = []
         self.delivered: list[ReceivedSms] = []
+        #: The most requests that were ever being answered at once.
+        self.most_in_flight = 0
+        self._in_flight = 0
         self._default_status = 200
         self._script: deque[_Scripted] = deque()
         self._changed = asyncio.Event()
@@ -233,12 +236,16 @@ class FakeSmsGateway:
 
         scripted = self._script.popleft() if self._script else _Scripted(None, 0.0)
         if scripted.delay > 0:
+            self._in_flight += 1
+            self.most_in_flight = max(self.most_in_flight, self._in_flight)
             try:
                 async with asyncio.timeout(scripted.delay):
                     await self._stopping.wait()
                 return self._answer(sms, 503)  # shutting down: the SMS was never sent
             except TimeoutError:
                 pass
+            finally:
+                self._in_flight -= 1
         status = scripted.status if scripted.status is not None else self._default_status
         return self._answer(sms, status)
 

@@ -311,3 +311,93 @@ async def test_concurrent_claims_from_two_engines_take_disjoint_batches(
     assert first_ids.isdisjoint(second_ids)
     assert first_ids | second_ids == {m.message_id for m in messages}
     assert all(c.attempts == 1 for c in [*first, *second])
+
+
+# -- cancelling: a newer code, or revoking, ends the message of the code before it -------------
+
+
+async def cancel(engine: AsyncEngine, clock: MutableClock, message_id: UUID) -> None:
+    async with unit_of_work(engine, clock) as uow:
+        await uow.outbox.cancel(message_id, "superseded by a newer code")
+        await uow.commit()
+
+
+async def test_a_cancelled_message_is_erased_and_never_claimed(
+    fresh_engine: AsyncEngine, clock: MutableClock
+) -> None:
+    message_id = await enqueue_code_of(fresh_engine, clock, new_agreement())
+    clock.advance(timedelta(seconds=3))
+
+    await cancel(fresh_engine, clock, message_id)
+
+    row = await outbox_row(fresh_engine, message_id)
+    assert row["status"] == "CANCELLED"
+    assert row["payload_sealed"] is None
+    assert row["finish_time"] == clock.now
+    assert row["last_error"] == "superseded by a newer code"
+    clock.advance(LEASE)
+    assert await outbox_store(fresh_engine, clock).claim(10) == []
+
+
+@pytest.mark.parametrize("final", [DeliveryStatus.SENT, DeliveryStatus.FAILED])
+async def test_cancelling_a_finished_message_changes_nothing(
+    fresh_engine: AsyncEngine, clock: MutableClock, final: DeliveryStatus
+) -> None:
+    message_id = await enqueue_code_of(fresh_engine, clock, new_agreement())
+    store = outbox_store(fresh_engine, clock)
+    await store.claim(10)
+    await store.record([DeliveryOutcome(message_id, final, "http 200")])
+
+    await cancel(fresh_engine, clock, message_id)
+
+    row = await outbox_row(fresh_engine, message_id)
+    assert (row["status"], row["last_error"]) == (final.value, "http 200")
+
+
+@pytest.mark.parametrize("outcome", [DeliveryStatus.SENT, DeliveryStatus.FAILED, None])
+async def test_the_outcome_of_a_message_cancelled_while_it_was_sent_is_not_recorded(
+    fresh_engine: AsyncEngine, clock: MutableClock, outcome: DeliveryStatus | None
+) -> None:
+    agreement = new_agreement()
+    message_id = await enqueue_code_of(fresh_engine, clock, agreement)
+    store = outbox_store(fresh_engine, clock)
+    await store.claim(10)  # the relay is sending it...
+    await cancel(fresh_engine, clock, message_id)  # ...when a newer code cancels it
+
+    retry_time = clock.now + timedelta(seconds=5) if outcome is None else None
+    await store.record([DeliveryOutcome(message_id, outcome, "http 503", retry_time)])
+
+    row = await outbox_row(fresh_engine, message_id)
+    assert (row["status"], row["payload_sealed"]) == ("CANCELLED", None)
+    clock.advance(timedelta(minutes=5))
+    assert await store.claim(10) == []
+    read = await SqlAgreementReader(fresh_engine).get(agreement.reference)
+    assert read is not None and read.otp is not None
+    assert read.otp.delivery_status is DeliveryStatus.QUEUED
+
+
+# Row locks are PostgreSQL's; SQLite's one writer takes them in turn.
+@pytest.mark.parametrize("db_kind", [pytest.param("postgres", marks=pytest.mark.postgres)])
+async def test_recording_waits_for_a_command_that_holds_the_agreement_without_deadlock(
+    fresh_engine: AsyncEngine, clock: MutableClock, db_kind: str
+) -> None:
+    # A command (a new code, revoking) locks the agreement, then cancels its queued message.
+    # Recording the same message's outcome meanwhile must take the locks in that order too:
+    # the other order deadlocks, and PostgreSQL aborts one of the two after a second.
+    agreement = new_agreement()
+    message_id = await enqueue_code_of(fresh_engine, clock, agreement)
+    store = outbox_store(fresh_engine, clock)
+    await store.claim(10)
+    async with unit_of_work(fresh_engine, clock) as uow:
+        assert await uow.agreements.get_for_update(agreement.reference) is not None
+        recording = asyncio.create_task(
+            store.record([DeliveryOutcome(message_id, DeliveryStatus.SENT, "http 200")])
+        )
+        await asyncio.sleep(0.3)  # recording has started and waits for a lock
+        assert not recording.done()
+        await uow.outbox.cancel(message_id, "agreement revoked")
+        await uow.commit()
+    await recording
+
+    row = await outbox_row(fresh_engine, message_id)
+    assert (row["status"], row["last_error"]) == ("CANCELLED", "agreement revoked")

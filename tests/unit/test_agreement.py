@@ -742,6 +742,43 @@ class TestConfirm:
         assert second.status is AgreementStatus.CONFIRMED
 
 
+# -- a new code and the old code's SMS ---------------------------------------------------------
+
+
+class TestSupersededSms:
+    def test_the_first_code_supersedes_nothing(self, sent: Agreement) -> None:
+        [first] = issued_events(sent)
+        assert first.superseded_message_id is None
+
+    def test_a_new_code_supersedes_the_sms_of_the_last_while_it_is_queued(
+        self,
+        sent: Agreement,
+        t0: datetime,
+        policy: OtpPolicy,
+        hasher: HmacCodeHasher,
+        quota: PhoneSendQuota,
+    ) -> None:
+        later = t0 + policy.resend_interval
+        sent.issue_otp(now=later, policy=policy, hasher=hasher, quota=quota)
+        first, second = issued_events(sent)
+        assert second.superseded_message_id == first.message_id
+
+    @pytest.mark.parametrize("delivery", [DeliveryStatus.SENT, DeliveryStatus.FAILED])
+    def test_a_code_already_handed_over_or_failed_is_not_superseded(
+        self,
+        sent: Agreement,
+        t0: datetime,
+        policy: OtpPolicy,
+        hasher: HmacCodeHasher,
+        quota: PhoneSendQuota,
+        delivery: DeliveryStatus,
+    ) -> None:
+        first = issued_events(sent)[0]
+        sent.record_delivery(first.message_id, delivery)
+        sent.issue_otp(now=t0 + policy.resend_interval, policy=policy, hasher=hasher, quota=quota)
+        assert issued_events(sent)[1].superseded_message_id is None
+
+
 # -- revoke ------------------------------------------------------------------------------------
 
 
@@ -753,7 +790,18 @@ class TestRevoke:
         assert sent.revoke_time == now
         assert sent.confirm_time is None
         assert sent.phone is None
-        assert sent.events[-1] == events.AgreementRevoked(sent.reference)
+        assert sent.otp is not None
+        # Its code's SMS may still be queued: revoking asks for it to be cancelled.
+        assert sent.events[-1] == events.AgreementRevoked(sent.reference, sent.otp.message_id)
+
+    @pytest.mark.parametrize("delivery", [DeliveryStatus.SENT, DeliveryStatus.FAILED])
+    def test_revoke_after_the_code_was_handed_over_cancels_nothing(
+        self, sent: Agreement, t0: datetime, delivery: DeliveryStatus
+    ) -> None:
+        assert sent.otp is not None
+        sent.record_delivery(sent.otp.message_id, delivery)
+        sent.revoke(now=t0)
+        assert sent.events[-1] == events.AgreementRevoked(sent.reference, None)
 
     def test_revoke_before_any_code(self, agreement: Agreement, t0: datetime) -> None:
         agreement.revoke(now=t0)

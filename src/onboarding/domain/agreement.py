@@ -143,6 +143,7 @@ class Agreement:
             raise errors.AgreementNotPending(self.status.value)
         quota.take(now, policy.max_sends_per_phone, policy.phone_window)
 
+        superseded = self._undelivered_message_id()
         code = generate_code(policy.length)
         message_id = uuid4()
         self.otp = Otp(
@@ -153,7 +154,9 @@ class Agreement:
             attempts_remaining=policy.max_attempts,
         )
         self.otp_sends += 1
-        self.events.append(events.OtpIssued(self.reference, message_id, self.phone.e164, code))
+        self.events.append(
+            events.OtpIssued(self.reference, message_id, self.phone.e164, code, superseded)
+        )
 
     # -- confirming ----------------------------------------------------------------------
 
@@ -191,11 +194,17 @@ class Agreement:
         self.status = AgreementStatus.REVOKED
         self.revoke_time = now
         self.phone = None
-        self.events.append(events.AgreementRevoked(self.reference))
+        self.events.append(events.AgreementRevoked(self.reference, self._undelivered_message_id()))
 
     def record_delivery(self, message_id: UUID, status: DeliveryStatus) -> None:
         if self.otp is not None and self.otp.message_id == message_id:
             self.otp = replace(self.otp, delivery_status=status)
+
+    def _undelivered_message_id(self) -> UUID | None:
+        """The current code's message while it may still be waiting to be handed over."""
+        if self.otp is not None and self.otp.delivery_status is DeliveryStatus.QUEUED:
+            return self.otp.message_id
+        return None
 
     def _require_pending(self) -> None:
         if self.status is not AgreementStatus.PENDING:

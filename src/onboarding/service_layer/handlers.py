@@ -77,6 +77,8 @@ class AgreementHandlers:
         await self._issue(agreement, uow)
 
     async def enqueue_sms(self, event: events.OtpIssued, uow: UnitOfWork) -> None:
+        if event.superseded_message_id is not None:
+            await uow.outbox.cancel(event.superseded_message_id, "superseded by a newer code")
         await uow.outbox.add(
             OutgoingSms(
                 message_id=event.message_id,
@@ -85,6 +87,10 @@ class AgreementHandlers:
                 text=self._template.format(code=event.code),
             )
         )
+
+    async def cancel_undelivered_sms(self, event: events.AgreementRevoked, uow: UnitOfWork) -> None:
+        if event.undelivered_message_id is not None:
+            await uow.outbox.cancel(event.undelivered_message_id, "agreement revoked")
 
     # -- helpers ---------------------------------------------------------------------------
 

@@ -4,6 +4,11 @@ A message is claimed under a lease, sent with its own ``message_id`` as the idem
 its outcome recorded. A relay that dies between sending and recording leaves the lease to
 expire, and the message is sent again with the same ``message_id``: at least once, and exactly
 once while the gateway dedupes by that key.
+
+A batch's messages are sent side by side, so a batch takes one SMS timeout at most and ends
+inside its lease (settings require the lease to be longer than that and a database timeout).
+No ordering is needed between them: an agreement has one message queued at a time, since a new
+code (or revoking) cancels the message of the code before it while that is still queued.
 """
 
 from __future__ import annotations
@@ -114,21 +119,12 @@ class OutboxRelay:
         claimed = await self._store.claim(self._batch_size)
         if not claimed:
             return 0
-        # One phone's messages go one after another, in the order they were queued, so that a
-        # newer code never overtakes an older one on its way to the gateway; phones in parallel.
-        by_phone: dict[str | None, list[Claimed]] = {}
-        for message in claimed:
-            by_phone.setdefault(message.phone_e164, []).append(message)
-        sent = await asyncio.gather(*(self._deliver_in_order(group) for group in by_phone.values()))
-        outcomes = [outcome for group in sent for outcome in group]
+        outcomes = await asyncio.gather(*(self._deliver(message) for message in claimed))
         await self._store.record(outcomes)
         for outcome in outcomes:
             status = outcome.final_status
             self._on_outcome(status.value.lower() if status is not None else "retry")
         return len(claimed)
-
-    async def _deliver_in_order(self, messages: Sequence[Claimed]) -> list[DeliveryOutcome]:
-        return [await self._deliver(message) for message in messages]
 
     async def _deliver(self, message: Claimed) -> DeliveryOutcome:
         if message.phone_e164 is None or message.text is None:

@@ -61,6 +61,14 @@ _SET_DELIVERY_STATUS = direct.Statement(
     )
     .values(otp_delivery_status=bindparam("st"))
 )
+# Taken first, so that recording locks an agreement before its message, in the order the
+# commands do (a new code or revoking locks the agreement, then cancels its queued message);
+# the other order could deadlock with them. SQLite's one writer needs no row locks.
+_LOCK_AGREEMENT = direct.Statement(
+    select(agreements.c.reference)
+    .where(agreements.c.otp_message_id == bindparam("mid"))
+    .with_for_update()
+)
 _RETRY_LATER = direct.Statement(
     update(_t)
     .where(_t.c.message_id == bindparam("mid"), _t.c.status == _QUEUED)
@@ -105,6 +113,8 @@ class SqlOutboxStore(LeasedStore):
         ]
         with database_errors():
             async with direct.transaction(self._engine) as tx:
+                if tx.dialect_name == "postgresql":
+                    await tx.execute_many(_LOCK_AGREEMENT, finished)
                 await tx.execute_many(_FINISH, finished)
                 await tx.execute_many(_SET_DELIVERY_STATUS, finished)
                 await tx.execute_many(_RETRY_LATER, retried)
