@@ -140,3 +140,50 @@ def test_an_engine_let_go_is_not_held_by_its_keeper(db_kind: str) -> None:
     del engine
     gc.collect()
     assert let_go() is None
+
+
+async def test_an_idle_connection_that_grew_too_old_is_not_handed_out(
+    fresh_engine: AsyncEngine, db_kind: str
+) -> None:
+    first = await backend_pid(fresh_engine)
+    [idle] = kept_by(fresh_engine)._idle
+    idle.info[_BORN] = time.monotonic() - RECYCLE_SECONDS - 1  # kept while young, idle since
+
+    assert await backend_pid(fresh_engine) != first
+    assert kept_by(fresh_engine).idle == 1
+    assert checked_out(fresh_engine) == 1  # the old one went back to the pool
+
+
+async def test_no_call_fails_after_the_server_closed_every_session(
+    fresh_engine: AsyncEngine, db_kind: str
+) -> None:
+    # As after a restart or a failover: the idle kept connections and those back in the pool
+    # are all closed by the server. None of them may be handed to a call.
+    size = fresh_engine.sync_engine.pool.size()  # type: ignore[attr-defined]
+    connections = [await direct.connect(fresh_engine) for _ in range(2 * size)]
+    for connection in connections:
+        await connection.close()
+    assert (kept_by(fresh_engine).idle, checked_out(fresh_engine)) == (size, size)
+    database = fresh_engine.url.database
+    admin = create_async_engine(fresh_engine.url.set(database="postgres"))
+    try:
+        async with admin.connect() as conn:
+            ended = await conn.scalar(
+                text(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                    " WHERE datname = :db AND pid <> pg_backend_pid()"
+                ),
+                {"db": database},
+            )
+    finally:
+        await admin.dispose()
+    assert ended == 2 * size
+    kept = [c._db for c in connections if isinstance(c, direct.PgConnection)][:size]
+    async with asyncio.timeout(5):
+        while not all(driver.is_closed() for driver in kept):
+            await asyncio.sleep(0.01)
+
+    for _ in range(3 * size):
+        async with direct.transaction(fresh_engine) as tx:
+            assert await tx.fetch_one(ONE) is not None
+            await tx.commit()

@@ -39,7 +39,10 @@ def create_engine(
         pool_size=pool_size,
         max_overflow=pool_size,
         pool_timeout=timeout,
-        pool_pre_ping=False,
+        # The direct path keeps its connections (see kept_connections), so a checkout from
+        # the pool is rare and its ping cheap; a ping that finds the server gone invalidates
+        # every connection made before, as after a restart or failover they all are.
+        pool_pre_ping=True,
         pool_recycle=RECYCLE_SECONDS,
         connect_args={
             "timeout": timeout,

@@ -7,6 +7,9 @@ and takes those first: a list pop. They stay checked out of SQLAlchemy's pool, w
 opens, sets up and counts every connection, so the pool's limits hold:
 
 - a connection that failed mid-call is invalidated in the pool, as before, and never kept;
+- an idle one whose server closed it (a restart, a failover, a terminated session) is
+  invalidated in the pool instead of being handed out; asyncpg notices such a close at once.
+  The pool pings what it hands out, and a failed ping invalidates all it holds;
 - one older than the pool's recycle time goes back, so the pool replaces it;
 - beyond ``keep``, connections go back to the pool, which other users share;
 - when the engine is disposed, the idle ones are closed with it, and one in use then goes
@@ -45,13 +48,18 @@ class KeptConnections:
 
     async def take(self, engine: AsyncEngine) -> tuple[PoolProxiedConnection, int]:
         """A connection of ``engine`` (this keeper's), and the generation to give it back with."""
-        if self._idle:
-            return self._idle.pop(), self._generation
+        while self._idle:
+            pooled = self._idle.pop()
+            if self._fresh(pooled):
+                return pooled, self._generation
+            await self._discard(pooled)
+        # Read before the pool connects: a disposal meanwhile must not be missed.
+        generation = self._generation
         # Straight from the pool: an AsyncConnection around it would cost three greenlet hops
         # and about 70 µs more per checkout.
         pooled = await engine.raw_connection()
         pooled.info.setdefault(_BORN, time.monotonic())
-        return pooled, self._generation
+        return pooled, generation
 
     async def give_back(
         self, pooled: PoolProxiedConnection, generation: int, *, broken: bool
@@ -60,13 +68,23 @@ class KeptConnections:
             # Through SQLAlchemy's greenlet: closing a connection awaits the driver.
             await greenlet_spawn(pooled.invalidate)
         elif (
-            generation == self._generation
-            and len(self._idle) < self._keep
-            and time.monotonic() - pooled.info.get(_BORN, 0.0) < self._recycle_seconds
+            generation == self._generation and len(self._idle) < self._keep and self._fresh(pooled)
         ):
             self._idle.append(pooled)
             return
         await greenlet_spawn(pooled.close)
+
+    def _fresh(self, pooled: PoolProxiedConnection) -> bool:
+        """Open, as far as the driver knows, and younger than the recycle time."""
+        age = time.monotonic() - pooled.info.get(_BORN, 0.0)
+        return age < self._recycle_seconds and not _lost(pooled)
+
+    async def _discard(self, pooled: PoolProxiedConnection) -> None:
+        if _lost(pooled):  # closed by the server
+            await greenlet_spawn(pooled.invalidate)
+        else:  # only old: back, marked for the pool to replace on its next checkout
+            pooled.invalidate(soft=True)
+            await greenlet_spawn(pooled.close)
 
     def _drop_idle(self, _engine: Engine) -> None:
         self._generation += 1
@@ -77,6 +95,12 @@ class KeptConnections:
                 pooled.invalidate()
             except Exception:
                 pooled.driver_connection.terminate()  # type: ignore[union-attr]
+
+
+def _lost(pooled: PoolProxiedConnection) -> bool:
+    """Whether the driver saw the server close the connection (asyncpg notices at once)."""
+    driver = pooled.driver_connection
+    return driver is None or bool(driver.is_closed())
 
 
 _KEPT: WeakKeyDictionary[Engine, KeptConnections] = WeakKeyDictionary()
