@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from onboarding.adapters.db import direct
 from onboarding.adapters.db.engine import RECYCLE_SECONDS, create_engine
 from onboarding.adapters.db.kept_connections import _BORN, kept_by
+from tests.conftest import eventually
 
 pytestmark = pytest.mark.parametrize(
     "db_kind", [pytest.param("postgres", marks=pytest.mark.postgres)]
@@ -179,9 +180,11 @@ async def test_no_call_fails_after_the_server_closed_every_session(
         await admin.dispose()
     assert ended == 2 * size
     kept = [c._db for c in connections if isinstance(c, direct.PgConnection)][:size]
-    async with asyncio.timeout(5):
-        while not all(driver.is_closed() for driver in kept):
-            await asyncio.sleep(0.01)
+
+    async def all_closed() -> bool:  # asyncpg has seen the server close them
+        return all(driver.is_closed() for driver in kept)
+
+    await eventually(all_closed)
 
     for _ in range(3 * size):
         async with direct.transaction(fresh_engine) as tx:
