@@ -166,6 +166,7 @@ def build(
         concurrency=settings.inn_worker_concurrency,
         poll_seconds=settings.outbox_poll_seconds,
         attempt_timeout=settings.work_lease_seconds * 0.8,
+        max_attempts=settings.lookup_policy.max_attempts,
         on_answer=metrics.record_nalog_call,
     )
     inn = InnService(

@@ -72,6 +72,22 @@ async def test_rejection_details_name_fields_only_never_the_echoed_data(
             assert secret not in details, details
 
 
+async def test_a_rejection_naming_many_long_fields_still_ends_the_lookup(
+    server: RunningServer,
+) -> None:
+    # Its details would outgrow the stored column: on PostgreSQL the answer could then never be
+    # recorded, and the lookup stayed PENDING while the upstream was asked again and again.
+    doc = number()
+    server.nalog.script(doc, rejected([f"field_number_{n:02d}_of_the_form_x" for n in range(12)]))
+
+    lookup = await find(server, person(doc))
+
+    assert lookup.status == FAILED
+    assert len(lookup.details) <= 300
+    assert "field_number_00_of_the_form_x" in lookup.details
+    assert server.nalog.finds[doc] == 1
+
+
 async def test_a_failed_lookup_stays_failed_and_is_not_retried(server: RunningServer) -> None:
     doc = number()
     server.nalog.script(doc, rejected())

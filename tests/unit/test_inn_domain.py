@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from onboarding.domain.errors import InvalidRequest, InvalidValue
 from onboarding.domain.inn import (
+    MAX_DETAILS_LENGTH,
     InnLookup,
     LookupPolicy,
     LookupStatus,
@@ -691,3 +692,32 @@ async def test_a_second_waiter_arming_does_not_erase_a_wake_of_the_first() -> No
     finally:
         waiters.disarm(KEY, first)
         waiters.disarm(KEY, second)
+
+
+@pytest.mark.parametrize(
+    ("verdict", "attempts"),
+    [
+        (UpstreamVerdict.REJECTED, 1),  # FAILED at once
+        (UpstreamVerdict.FAULT, 1),  # PENDING, to be retried
+        (UpstreamVerdict.FAULT, POLICY.max_attempts),  # FAILED after the last attempt
+    ],
+)
+def test_details_never_outgrow_their_limit(verdict: UpstreamVerdict, attempts: int) -> None:
+    # An upstream answer may name many long fields; the lookup must still be recordable.
+    long_detail = "fields: " + ", ".join(f"field_number_{n:02d}_of_the_form_x" for n in range(20))
+    decision = decide(
+        UpstreamAnswer(verdict, detail=long_detail), attempts=attempts, now=NOW, policy=POLICY
+    )
+    assert len(decision.details) == MAX_DETAILS_LENGTH
+    assert decision.details.endswith("…")
+    assert "field_number_00" in decision.details  # what fits is kept, from the start
+
+
+def test_short_details_are_kept_whole() -> None:
+    decision = decide(
+        UpstreamAnswer(UpstreamVerdict.REJECTED, detail="fields: docno"),
+        attempts=1,
+        now=NOW,
+        policy=POLICY,
+    )
+    assert decision.details == "rejected by service.nalog.ru: fields: docno"

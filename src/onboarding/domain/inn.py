@@ -199,6 +199,16 @@ class LookupPolicy:
         return self.retry_delay * max(attempts, 1)
 
 
+#: A lookup's ``details`` are at most this long (they are shown to callers and stored).
+MAX_DETAILS_LENGTH = 300
+
+
+def _bounded(details: str) -> str:
+    if len(details) <= MAX_DETAILS_LENGTH:
+        return details
+    return details[: MAX_DETAILS_LENGTH - 1] + "…"
+
+
 @dataclass(frozen=True, slots=True)
 class JobDecision:
     """What to do with a person's pending lookup after an upstream answer."""
@@ -229,7 +239,9 @@ def decide(
             )
         case UpstreamVerdict.REJECTED:
             return JobDecision(
-                LookupStatus.FAILED, None, f"rejected by service.nalog.ru: {answer.detail}"
+                LookupStatus.FAILED,
+                None,
+                _bounded(f"rejected by service.nalog.ru: {answer.detail}"),
             )
     pause_until = (
         now + policy.captcha_pause if answer.verdict is UpstreamVerdict.THROTTLED else None
@@ -238,7 +250,7 @@ def decide(
         return JobDecision(
             LookupStatus.FAILED,
             None,
-            f"service.nalog.ru did not answer after {attempts} attempts: {answer.detail}",
+            _bounded(f"service.nalog.ru did not answer after {attempts} attempts: {answer.detail}"),
             pause_until=pause_until,
         )
     next_time = now + policy.retry_after(attempts)
@@ -247,8 +259,10 @@ def decide(
     return JobDecision(
         LookupStatus.PENDING,
         None,
-        f"service.nalog.ru is busy ({answer.detail}); attempt {attempts + 1} of "
-        f"{policy.max_attempts} at {next_time.isoformat(timespec='seconds')}",
+        _bounded(
+            f"service.nalog.ru is busy ({answer.detail}); attempt {attempts + 1} of "
+            f"{policy.max_attempts} at {next_time.isoformat(timespec='seconds')}"
+        ),
         next_attempt_time=next_time,
         pause_until=pause_until,
     )

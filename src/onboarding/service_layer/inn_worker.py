@@ -46,6 +46,7 @@ class InnWorker:
         concurrency: int,
         poll_seconds: float,
         attempt_timeout: float,
+        max_attempts: int,
         on_answer: Callable[[str], None] = lambda _verdict: None,
     ) -> None:
         self._store = store
@@ -54,6 +55,7 @@ class InnWorker:
         self._concurrency = concurrency
         self._poll_seconds = poll_seconds
         self._attempt_timeout = attempt_timeout
+        self._max_attempts = max_attempts
         self._on_answer = on_answer
         self._wake = asyncio.Event()
         self._running: set[asyncio.Task[None]] = set()
@@ -92,6 +94,10 @@ class InnWorker:
     async def _work(self, job: Claimed) -> None:
         if job.person is None:
             answer = UpstreamAnswer(UpstreamVerdict.REJECTED, detail="stored data unreadable")
+        elif job.attempts > self._max_attempts:
+            # Each claim counts an attempt. Claimed more often than attempts are allowed, the
+            # job's answers were never recorded (see below): ask no more, end it.
+            answer = UpstreamAnswer(UpstreamVerdict.FAULT, detail="answers could not be recorded")
         else:
             try:
                 # Inside the lease: past it another worker may take the job and call again.
