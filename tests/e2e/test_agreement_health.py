@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from onboarding import bootstrap
+from onboarding.entrypoints.grpc.server import OnboardingServer
 from tests.conftest import RunningServer
+from tests.conftest import test_settings as settings_for
+from tests.e2e.conftest import free_port
 from tests.e2e.test_agreement_support import AGREEMENT_SERVICE
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -68,3 +73,28 @@ async def test_a_stopped_server_answers_no_health_check(server: RunningServer) -
         grpc.StatusCode.UNAVAILABLE,
         grpc.StatusCode.DEADLINE_EXCEEDED,
     )
+
+
+async def test_health_is_not_serving_until_the_database_has_answered() -> None:
+    # A database that accepts connections and never answers: the first check takes the whole
+    # database timeout. The port is open meanwhile, and must not say SERVING.
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)
+        url = f"postgresql+asyncpg://postgres@127.0.0.1:{silent.getsockname()[1]}/none"
+        port = free_port()
+        settings = settings_for(url, grpc_port=port, database_timeout_seconds=2)
+        server = OnboardingServer(bootstrap.build(settings))
+        starting = asyncio.create_task(server.start())
+        try:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+                health = health_pb2_grpc.HealthStub(channel)
+                request = health_pb2.HealthCheckRequest(service="")
+                reply = await health.Check(request, wait_for_ready=True, timeout=5)
+                assert not starting.done()  # the database has not answered yet
+                assert reply.status == health_pb2.HealthCheckResponse.NOT_SERVING
+                liveness = await health.Check(health_pb2.HealthCheckRequest(service="liveness"))
+                assert liveness.status == health_pb2.HealthCheckResponse.SERVING
+            await starting
+        finally:
+            await server.stop(grace=0)

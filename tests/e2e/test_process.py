@@ -6,13 +6,21 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import socket
 from pathlib import Path
 
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from tests.e2e.conftest import AGREEMENTS, ServerProcess, clean_env, grpcurl, run_onboarding
+from tests.e2e.conftest import (
+    AGREEMENTS,
+    ServerProcess,
+    clean_env,
+    free_port,
+    grpcurl,
+    run_onboarding,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -91,3 +99,25 @@ def test_postgres_without_a_secret_key_does_not_start(tmp_path: Path) -> None:
     result = run_onboarding("serve", cwd=tmp_path, env=env)
     assert result.returncode == 2
     assert "ONBOARDING_SECRET_KEY" in result.stderr
+
+
+def test_sigterm_while_starting_drains_and_exits_zero(tmp_path: Path) -> None:
+    # The first database check of a start can take the whole database timeout (here a
+    # database that accepts connections and never answers). A stop asked for meanwhile is a
+    # clean stop, not death by the signal.
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)
+        env = clean_env(
+            tmp_path,
+            ONBOARDING_DATABASE_URL=(
+                f"postgresql+asyncpg://postgres@127.0.0.1:{silent.getsockname()[1]}/none"
+            ),
+            ONBOARDING_SECRET_KEY="test-secret-key-0123456789abcdef",
+            ONBOARDING_DATABASE_TIMEOUT_SECONDS="3",
+        )
+        starting = ServerProcess(tmp_path, env, free_port())
+        starting.wait_serving()  # the port is open; the database check still runs
+        code, stderr = starting.stop()
+    assert code == 0, stderr
+    assert "draining" in stderr

@@ -34,8 +34,11 @@ class HealthMonitor:
         self._serving: bool | None = None
 
     async def start(self) -> None:
+        """Before the port opens: ``liveness`` SERVING, every other name NOT_SERVING until the
+        first check (grpc's servicer starts with "" SERVING, which is not known yet)."""
         await self._servicer.set(LIVENESS, SERVING)
-        await self.check()
+        for name in self._names:
+            await self._servicer.set(name, NOT_SERVING)
 
     async def check(self) -> bool:
         try:

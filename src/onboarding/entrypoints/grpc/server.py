@@ -78,8 +78,9 @@ class OnboardingServer:
             self.port = self.server.add_insecure_port(address)
         else:
             self.port = self.server.add_secure_port(address, credentials)
-        await self.server.start()
         await self.monitor.start()
+        await self.server.start()
+        await self.monitor.check()
         self._monitor_task = asyncio.create_task(self.monitor.run(), name="health-monitor")
         self.container.start_background()
         log.info("serving on port %d", self.port)
@@ -111,11 +112,13 @@ def _tls_credentials(settings: Settings) -> grpc.ServerCredentials | None:
 
 async def serve_until_signalled(container: Container) -> None:
     server = OnboardingServer(container)
-    await server.start()
+    # Handled from the start: a stop asked for while the server starts (its first database
+    # check can take the database timeout) drains it as soon as it has started.
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stopping.set)
+    await server.start()
     await stopping.wait()
     log.info("signal received: draining")
     await server.stop()
