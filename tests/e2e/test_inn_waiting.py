@@ -127,3 +127,22 @@ async def test_a_pending_lookup_can_be_read_without_personal_data(
     assert pending.HasField("create_time")
     assert pending.elapsed_time >= 0
     assert (await wait_done(server, rid)).status == FOUND  # leaves no job for later tests
+
+
+async def test_a_find_waiting_when_the_server_stops_answers_pending_within_the_grace(
+    start_server: StartServer,
+) -> None:
+    # The wait (20 s) is longer than the shutdown's grace: cut off by the stop, the call would
+    # end UNAVAILABLE instead of with the lookup the caller needs to poll.
+    server = await start_server(inn_wait_seconds=20, nalog_timeout_seconds=10)
+    doc = number()
+    server.nalog.script(doc, slow(8, then=found(valid_inn())))
+    rid = request_id()
+    waiting = asyncio.create_task(find(server, person(doc), rid))
+    await asyncio.sleep(0.5)  # the call waits for the upstream now
+    assert not waiting.done()
+
+    await server.server.stop(grace=3)
+
+    lookup = await waiting
+    assert (lookup.status, lookup.request_id) == (PENDING, rid)

@@ -38,6 +38,11 @@ class Waiters:
         for person_key in uow.inn_lookups.finished_people:
             self.wake(person_key)
 
+    def wake_all(self) -> None:
+        for events in self._events.values():
+            for event in events:
+                event.set()
+
     def arm(self, person_key: bytes) -> asyncio.Event:
         event = asyncio.Event()
         self._events.setdefault(person_key, set()).add(event)
@@ -74,6 +79,7 @@ class InnService:
         self._clock = clock
         self._poll_seconds = poll_seconds
         self._on_answer = on_answer
+        self._stopping = False
 
     async def find(self, request_id: str, person: PersonData, wait_seconds: float) -> LookupView:
         person_key = self._person_key(person)
@@ -98,6 +104,13 @@ class InnService:
                 request_id, person_key, self._clock()
             )
 
+    def stop_waiting(self) -> None:
+        """The server is shutting down: every FindInn waiting for an answer answers with the
+        lookup as it stands now (PENDING), within the shutdown's grace, and none waits again.
+        The caller polls GetInnLookup, served by another process by then."""
+        self._stopping = True
+        self._waiters.wake_all()
+
     async def get(self, request_id: str) -> LookupView:
         view = await self._reader.get(request_id)
         if view is None:
@@ -113,7 +126,7 @@ class InnService:
             try:
                 view = await self.get(request_id)
                 remaining = deadline - loop.time()
-                if not view.pending or remaining <= 0:
+                if not view.pending or remaining <= 0 or self._stopping:
                     return view
                 await wait_or_timeout(event, min(remaining, self._poll_seconds))
             finally:

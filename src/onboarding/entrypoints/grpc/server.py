@@ -92,6 +92,8 @@ class OnboardingServer:
         await self.health.enter_graceful_shutdown()
         if self._monitor_task is not None:
             self._monitor_task.cancel()
+        # A FindInn may wait longer than the grace for its answer: it answers PENDING now.
+        self.container.inn.stop_waiting()
         await self.server.stop(grace)
         await self.container.aclose()
         log.info("stopped")
