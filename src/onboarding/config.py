@@ -5,7 +5,9 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
+import phonenumbers
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -115,6 +117,26 @@ class Settings(BaseSettings):
     def _known_driver(cls, value: str) -> str:
         if not value.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
             raise ValueError("must start with sqlite+aiosqlite:// or postgresql+asyncpg://")
+        return value
+
+    @field_validator("phone_default_region", mode="before")
+    @classmethod
+    def _known_region(cls, value: object) -> object:
+        # A region phonenumbers does not know would refuse every number written without a
+        # country code, at request time; better at start.
+        if isinstance(value, str):
+            value = value.strip().upper()
+            if value not in phonenumbers.SUPPORTED_REGIONS:
+                raise ValueError("must be a two-letter region phonenumbers knows, e.g. RU")
+        return value
+
+    @field_validator("sms_gateway_url", "nalog_base_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value:  # an empty gateway URL means none: codes go to the console
+            parts = urlsplit(value)
+            if parts.scheme not in ("http", "https") or not parts.netloc:
+                raise ValueError("must be an http:// or https:// URL with a host")
         return value
 
     @field_validator("otp_message_template")

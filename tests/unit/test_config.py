@@ -39,6 +39,11 @@ def test_contract_defaults() -> None:
         ({"otp_message_template": "no code here"}, "{code}"),
         ({"otp_message_template": "{code} {other}"}, "{code}"),
         ({"database_url": "mysql://x"}, "sqlite+aiosqlite"),
+        ({"phone_default_region": "XX"}, "region"),
+        ({"phone_default_region": "RUS"}, "region"),
+        ({"sms_gateway_url": "gateway.local/sms"}, "http://"),
+        ({"sms_gateway_url": "ftp://gateway.local/sms"}, "http://"),
+        ({"nalog_base_url": "service.nalog.ru"}, "http://"),
     ],
 )
 def test_refused_combinations(values: dict[str, object], mentions: str) -> None:
@@ -49,3 +54,16 @@ def test_refused_combinations(values: dict[str, object], mentions: str) -> None:
 
 def test_a_lease_longer_than_a_delivery_is_accepted() -> None:
     assert settings(work_lease_seconds=3, sms_timeout_seconds=1.5, database_timeout_seconds=1)
+
+
+def test_a_region_is_read_in_any_case() -> None:
+    assert settings(phone_default_region=" kz ").phone_default_region == "KZ"
+
+
+def test_gateway_and_upstream_urls_over_http_or_https_are_accepted() -> None:
+    s = settings(sms_gateway_url="http://127.0.0.1:8080/sms", nalog_base_url="https://x.example")
+    assert (s.sms_gateway_url, s.nalog_base_url) == (
+        "http://127.0.0.1:8080/sms",
+        "https://x.example",
+    )
+    assert settings(sms_gateway_url="").sms_gateway_url == ""  # empty: no gateway, the console
