@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -81,3 +82,45 @@ def test_sigterm_after_the_workers_started_stops_them_all() -> None:
     finally:
         if process.stderr is not None:
             process.stderr.close()
+
+
+_RESTART_THEN_STOP = """
+import os, signal, sys, tempfile, time
+from onboarding.entrypoints.supervisor import Supervisor
+crashed = os.path.join(sys.argv[1], "crashed")
+def child(index):
+    if not os.path.exists(crashed):
+        open(crashed, "w").close()
+        return 3  # the first worker dies: the supervisor starts it again
+    time.sleep(60)
+    return 0
+parent, blocks, hold = os.getpid(), 0, signal.pthread_sigmask
+def stop_just_before_the_block(how, mask):
+    global blocks
+    if how == signal.SIG_BLOCK and os.getpid() == parent:
+        blocks += 1
+        if blocks == 2:  # the restart's fork: SIGTERM lands right before the signals are held
+            os.kill(parent, signal.SIGTERM)
+    return hold(how, mask)
+signal.pthread_sigmask = stop_just_before_the_block
+sys.exit(Supervisor(1, child).run())
+"""
+
+
+def test_sigterm_just_before_a_restart_forks_starts_no_worker(tmp_path: Path) -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-c", _RESTART_THEN_STOP, str(tmp_path)],
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        assert _exit_code(process, timeout=15) == 0
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+        if process.stderr is not None:
+            process.stderr.close()
+    time.sleep(0.2)
+    with pytest.raises(ProcessLookupError):  # no worker was left behind
+        os.killpg(process.pid, 0)

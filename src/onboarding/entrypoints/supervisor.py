@@ -79,6 +79,10 @@ class Supervisor:
         # and serve on, and a parent handling it mid-spawn would not signal the new child.
         signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
         try:
+            # Asked again with the signals held: a stop handled just before the block has
+            # signalled the children it knew, and would never signal this one.
+            if self._stopping:
+                return
             pid = os.fork()
             if pid == 0:
                 self._be_child(index)
