@@ -133,7 +133,11 @@ class RpcInterceptor(grpc.aio.ServerInterceptor):
                 except TimeoutError:
                     await _abort(context, _TOO_LATE)
             except asyncio.CancelledError:
-                code = grpc.StatusCode.CANCELLED  # the caller went away
+                # grpc cancels the handler when the caller goes away, and also when the
+                # caller's deadline passes (often before our own timeout above fires).
+                remaining = context.time_remaining()
+                late = remaining is not None and remaining <= 0
+                code = grpc.StatusCode.DEADLINE_EXCEEDED if late else grpc.StatusCode.CANCELLED
                 raise
             except BaseException:
                 code = _code_of(context, grpc.StatusCode.UNKNOWN)

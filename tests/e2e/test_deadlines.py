@@ -1,0 +1,47 @@
+"""A call whose caller's deadline passes while it waits is counted and logged as
+DEADLINE_EXCEEDED, not as a caller that went away."""
+
+from __future__ import annotations
+
+import logging
+from uuid import UUID
+
+import grpc
+import pytest
+from sqlalchemy import text
+
+from onboarding.agreement.v1 import agreement_pb2 as pb
+from tests.conftest import RunningServer, eventually, random_phone
+from tests.e2e.test_agreement_support import create
+
+
+# A row lock held by another connection makes the call wait; SQLite's lock would stop the loop.
+@pytest.mark.parametrize("db_kind", [pytest.param("postgres", marks=pytest.mark.postgres)])
+async def test_a_call_that_outlives_its_deadline_is_logged_as_deadline_exceeded(
+    server: RunningServer, db_kind: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="onboarding.rpc")
+    agreement = await create(server, phone=random_phone())
+    async with server.container.engine.begin() as holder:
+        await holder.execute(
+            text("SELECT 1 FROM agreements WHERE reference = :r FOR UPDATE"),
+            {"r": UUID(agreement.reference)},
+        )
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            await server.agreements.ConfirmOtp(
+                pb.ConfirmOtpRequest(reference=agreement.reference, code="000000"), timeout=0.5
+            )
+    assert raised.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+
+    def logged() -> list[str]:
+        return [
+            getattr(r, "grpc_code", "")
+            for r in caplog.records
+            if getattr(r, "rpc_method", "").endswith("/ConfirmOtp")
+        ]
+
+    async def logged_once() -> bool:
+        return len(logged()) == 1
+
+    await eventually(logged_once)
+    assert logged() == ["DEADLINE_EXCEEDED"]
