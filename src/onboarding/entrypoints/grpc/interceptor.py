@@ -27,6 +27,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
+from google.rpc import error_details_pb2
 
 from onboarding.adapters import metrics
 from onboarding.entrypoints.grpc.errors import RpcError, abort
@@ -42,10 +43,22 @@ _UNAUTHENTICATED = RpcError(
     "a valid 'authorization: Bearer <token>' is required",
     "UNAUTHENTICATED",
 )
+_UNDECODABLE_TEXT = "the request is not a valid protobuf message of this method's type"
 _UNDECODABLE_REQUEST = RpcError(
     grpc.StatusCode.INVALID_ARGUMENT,
-    "the request is not a valid protobuf message of this method's type",
+    _UNDECODABLE_TEXT,
     "INVALID_REQUEST",
+    # The contract's INVALID_REQUEST comes with a BadRequest; no one field is to blame here,
+    # so its violation names the whole request (the empty path).
+    details=(
+        error_details_pb2.BadRequest(
+            field_violations=[
+                error_details_pb2.BadRequest.FieldViolation(
+                    field="", description=_UNDECODABLE_TEXT, reason="INVALID_REQUEST"
+                )
+            ]
+        ),
+    ),
 )
 _TOO_LATE = RpcError(
     grpc.StatusCode.DEADLINE_EXCEEDED,
