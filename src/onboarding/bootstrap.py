@@ -156,6 +156,7 @@ def build(
         timeout_seconds=settings.nalog_timeout_seconds,
         poll_interval_seconds=settings.nalog_poll_interval_seconds,
         max_polls=settings.nalog_max_polls,
+        captcha_pause_seconds=settings.inn_captcha_pause_seconds,
     )
     inn_worker = InnWorker(
         store=SqlInnJobStore(

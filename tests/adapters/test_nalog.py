@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import socket
 import time
@@ -207,6 +208,56 @@ async def test_errors_are_rejected_with_field_names_only(
 
     assert answer == UpstreamAnswer(UpstreamVerdict.REJECTED, detail="fields: bdate, docno")
     assert fake.gets == {}
+
+
+async def test_errors_sent_with_http_400_are_rejected_too(
+    fake: FakeNalog, client: NalogClient
+) -> None:
+    # As the platform answers elsewhere: {"ERROR": "-", "ERRORS": {…}, "STATUS": 400}.
+    answer = await lookup(fake, client, rejected(["docno", "bdate"], status=400))
+
+    assert answer == UpstreamAnswer(UpstreamVerdict.REJECTED, detail="fields: bdate, docno")
+    assert fake.finds[PERSON.document_number] == 1
+
+
+async def test_a_captcha_demanded_as_errors_is_throttled_not_rejected(
+    fake: FakeNalog, client: NalogClient
+) -> None:
+    # ERRORS naming only the captcha field (which we always send empty) asks for a captcha:
+    # the person's data was not refused.
+    answer = await lookup(fake, client, captcha(1, then=found(VALID_INN), as_errors=True))
+
+    assert answer == UpstreamAnswer(UpstreamVerdict.THROTTLED, detail="captcha")
+    assert (await client.find_inn(PERSON)).inn == VALID_INN
+
+
+async def test_after_a_captcha_no_call_goes_upstream_for_the_pause(fake: FakeNalog) -> None:
+    nalog = NalogClient(
+        fake.base_url,
+        limiter=RateLimiter(1000),
+        timeout_seconds=2.0,
+        poll_interval_seconds=0.05,
+        max_polls=20,
+        captcha_pause_seconds=30,
+    )
+    other = dataclasses.replace(PERSON, document_number="654321")
+    fake.script(PERSON.document_number, captcha())
+    fake.script(other.document_number, not_ready(10, then=found(VALID_INN)))
+    try:
+        # ``other`` is already waiting for its result when the captcha comes.
+        polling = asyncio.create_task(nalog.find_inn(other))
+        await asyncio.sleep(0.12)
+        assert (await nalog.find_inn(PERSON)).detail == "captcha"
+        calls = len(fake.requests)
+
+        cut_short = await polling
+        later = await nalog.find_inn(dataclasses.replace(PERSON, document_number="111111"))
+    finally:
+        await nalog.close()
+
+    paused = UpstreamAnswer(UpstreamVerdict.THROTTLED, detail="paused after a captcha")
+    assert (cut_short, later) == (paused, paused)
+    assert len(fake.requests) == calls  # nothing reached the upstream after the captcha
 
 
 async def test_captcha_is_throttled(fake: FakeNalog, client: NalogClient) -> None:

@@ -146,13 +146,17 @@ def bad_check_digits(inn: str = VALID_INN) -> Behaviour:
     return Behaviour(Kind.BAD_CHECK_DIGITS, inn=broken_inn(inn))
 
 
-def rejected(fields: tuple[str, ...] | list[str] = ("docno",)) -> Behaviour:
-    """ERRORS for ``fields``; each message echoes the value sent, as real servers may."""
-    return Behaviour(Kind.REJECTED, fields=tuple(fields))
+def rejected(fields: tuple[str, ...] | list[str] = ("docno",), *, status: int = 200) -> Behaviour:
+    """ERRORS for ``fields``; each message echoes the value sent, as real servers may. With
+    ``status`` 400 it comes as the platform's other endpoints send it: HTTP 400 and
+    ``{"ERROR": "-", "ERRORS": …, "STATUS": 400}``."""
+    return Behaviour(Kind.REJECTED, fields=tuple(fields), status=status)
 
 
-def captcha(times: int = 1, then: Behaviour | None = None) -> Behaviour:
-    return Behaviour(Kind.CAPTCHA, times=times, then=then)
+def captcha(times: int = 1, then: Behaviour | None = None, *, as_errors: bool = False) -> Behaviour:
+    """``{"captchaRequired": true}``; or, ``as_errors``, the demand as an ERRORS answer naming
+    the captcha field, with HTTP 400."""
+    return Behaviour(Kind.CAPTCHA, times=times, then=then, fields=("captcha",) if as_errors else ())
 
 
 def http_error(times: int = 1, status: int = 503, then: Behaviour | None = None) -> Behaviour:
@@ -426,10 +430,13 @@ class FakeNalog:
         """The answers that carry no result: captcha, ERRORS, ERROR, HTTP errors, garbage."""
         match behaviour.kind:
             case Kind.CAPTCHA:
+                if behaviour.fields:
+                    demand = {f: ["Введите цифры с картинки"] for f in behaviour.fields}
+                    return _errors_answer(demand, 400)
                 return web.json_response({"captchaRequired": True})
             case Kind.REJECTED:
                 errors = {f: [f"Неверное значение «{form.get(f, '')}»"] for f in behaviour.fields}
-                return web.json_response({"ERRORS": errors})
+                return _errors_answer(errors, behaviour.status)
             case Kind.UPSTREAM_ERROR:
                 error = {"ERROR": "Внутренняя ошибка сервиса", "STATUS": behaviour.status}
                 return web.json_response(error)
@@ -451,6 +458,12 @@ class FakeNalog:
             return True
         except TimeoutError:
             return False
+
+
+def _errors_answer(errors: dict[str, list[str]], status: int) -> web.Response:
+    if status in (0, 200):
+        return web.json_response({"ERRORS": errors})
+    return web.json_response({"ERROR": "-", "ERRORS": errors, "STATUS": status}, status=status)
 
 
 def _find_form_problems(form: dict[str, str]) -> list[str]:

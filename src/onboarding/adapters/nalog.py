@@ -17,8 +17,13 @@ Network and protocol trouble never raises: :meth:`NalogClient.find_inn` always a
 * FOUND: the INN, only when its check digits hold (otherwise FAULT "bad check digits");
 * NOT_FOUND: ``state`` 0, or ``state`` 1 with an empty ``inn``;
 * REJECTED: ``ERRORS``; the detail names the fields ("fields: bdate, docno"), never the
-  messages, which may echo the data sent;
-* THROTTLED: a captcha demand ("captcha") or HTTP 429 ("http 429");
+  messages, which may echo the data sent. The same body with HTTP 400, as the platform sends
+  its refusals elsewhere, is read the same way;
+* THROTTLED: a captcha demand ("captcha": ``captchaRequired``, or ``ERRORS`` naming only the
+  captcha fields, which we always send empty) or HTTP 429 ("http 429"). For
+  ``captcha_pause_seconds`` after one, no lookup in this process calls the upstream: each
+  answers THROTTLED "paused after a captcha" at its next call (other processes learn of the
+  pause from the database when they claim work);
 * FAULT: other non-2xx ("http 503"), ``ERROR`` ("upstream error 500"), "timeout",
   "connection error", "bad response" (unparseable or unexpected body), "result not ready".
 
@@ -51,6 +56,9 @@ RUSSIAN_PASSPORT = "21"
 
 _FIELD_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,31}")
 _MAX_FIELDS_SHOWN = 20
+#: ERRORS naming only these is a captcha demand, not a rejection of the person's data.
+_CAPTCHA_FIELDS = frozenset({"captcha", "captchaToken"})
+_PAUSED = "paused after a captcha"
 
 
 class _Stop(Exception):
@@ -123,6 +131,8 @@ def _check_refusals(body: dict[str, Any]) -> None:
     errors = body.get("ERRORS")
     if errors is not None:
         if isinstance(errors, dict) and errors:
+            if errors.keys() <= _CAPTCHA_FIELDS:
+                raise _Stop(UpstreamAnswer(UpstreamVerdict.THROTTLED, detail="captcha"))
             raise _Stop(UpstreamAnswer(UpstreamVerdict.REJECTED, detail=_fields_detail(errors)))
         raise _fault("bad response")
     if "ERROR" in body:
@@ -176,6 +186,7 @@ class NalogClient:
         timeout_seconds: float = 10.0,
         poll_interval_seconds: float = 1.0,
         max_polls: int = 10,
+        captcha_pause_seconds: float = 0.0,
     ) -> None:
         self._base = base_url.rstrip("/")
         self._limiter = limiter
@@ -187,6 +198,9 @@ class NalogClient:
             "Referer": f"{self._base}{PAGE_PATH}",
         }
         self._connector: aiohttp.TCPConnector | None = None
+        self._captcha_pause = captcha_pause_seconds
+        #: Loop time until which no call goes upstream (a captcha or a 429 was seen).
+        self._paused_until = float("-inf")
 
     async def find_inn(self, person: PersonData) -> UpstreamAnswer:
         """One whole lookup: consent, search, result. Never raises for upstream trouble."""
@@ -195,8 +209,15 @@ class NalogClient:
                 answer = await self._lookup(session, person)
             except _Stop as stop:
                 answer = stop.answer
+        if answer.verdict is UpstreamVerdict.THROTTLED and answer.detail != _PAUSED:
+            loop_time = asyncio.get_running_loop().time()
+            self._paused_until = max(self._paused_until, loop_time + self._captcha_pause)
         log.info("service.nalog.ru answered %s %s", answer.verdict.value, answer.detail)
         return answer
+
+    def _check_paused(self) -> None:
+        if asyncio.get_running_loop().time() < self._paused_until:
+            raise _Stop(UpstreamAnswer(UpstreamVerdict.THROTTLED, detail=_PAUSED))
 
     async def close(self) -> None:
         connector, self._connector = self._connector, None
@@ -228,7 +249,9 @@ class NalogClient:
 
     async def _post(self, session: aiohttp.ClientSession, path: str, form: dict[str, str]) -> bytes:
         """One upstream call: the body of a 2xx answer; anything else is raised as final."""
+        self._check_paused()
         await self._limiter.acquire()
+        self._check_paused()  # the pause may have begun while this call waited for its slot
         try:
             async with session.post(
                 self._base + path,
@@ -237,7 +260,18 @@ class NalogClient:
                 timeout=self._timeout,
                 allow_redirects=False,
             ) as response:
-                _check_status(response.status)
+                status = response.status
+                if status == 429:
+                    raise _Stop(UpstreamAnswer(UpstreamVerdict.THROTTLED, detail="http 429"))
+                if 400 <= status < 500:
+                    # The platform sends its refusals (ERRORS, a captcha demand) with a 400.
+                    try:
+                        refusal = _parse_object(await response.read())
+                    except _Stop:  # not the platform's JSON: the status says it all
+                        refusal = {}
+                    _check_refusals(refusal)
+                if not 200 <= status < 300:
+                    raise _fault(f"http {status}")
                 return await response.read()
         except TimeoutError:  # asyncio's and aiohttp's timeouts alike
             raise _fault("timeout") from None
@@ -247,10 +281,3 @@ class NalogClient:
             raise _fault("bad response") from None
         except aiohttp.ClientError:  # e.g. an invalid base URL
             raise _fault("client error") from None
-
-
-def _check_status(status: int) -> None:
-    if status == 429:
-        raise _Stop(UpstreamAnswer(UpstreamVerdict.THROTTLED, detail="http 429"))
-    if not 200 <= status < 300:
-        raise _fault(f"http {status}")
