@@ -10,8 +10,9 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from onboarding import bootstrap
+from onboarding.adapters.db import migrate
 from onboarding.entrypoints.grpc.server import OnboardingServer
-from tests.conftest import RunningServer
+from tests.conftest import RunningServer, eventually
 from tests.conftest import test_settings as settings_for
 from tests.e2e.conftest import free_port
 from tests.e2e.test_agreement_support import AGREEMENT_SERVICE
@@ -98,3 +99,27 @@ async def test_health_is_not_serving_until_the_database_has_answered() -> None:
             await starting
         finally:
             await server.stop(grace=0)
+
+
+async def test_a_server_is_not_ready_until_its_migration_has_run(empty_database_url: str) -> None:
+    # As when a rollout's pods start before its migration Job has finished.
+    server = OnboardingServer(bootstrap.build(settings_for(empty_database_url)))
+    port = await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            health = health_pb2_grpc.HealthStub(channel)
+
+            async def status(name: str) -> int:
+                reply = await health.Check(health_pb2.HealthCheckRequest(service=name))
+                return reply.status
+
+            assert await status("") == NOT_SERVING
+            assert await status("liveness") == SERVING
+            await migrate.upgrade(empty_database_url)
+
+            async def ready() -> bool:
+                return await status("") == SERVING
+
+            await eventually(ready)
+    finally:
+        await server.stop(grace=0)

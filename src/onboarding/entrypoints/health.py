@@ -1,5 +1,6 @@
 """Health as the contract wants it: SERVING only while the database answers, checked, not
-assumed; ``liveness`` SERVING while the process runs."""
+assumed; ``liveness`` SERVING while the process runs. The check also wants the schema migrated
+for this version, so a pod is not ready before its migration has run."""
 
 from __future__ import annotations
 
@@ -48,7 +49,7 @@ class HealthMonitor:
         except Exception as error:
             serving = False
             if self._serving is not False:
-                log.warning("database does not answer (%s): NOT_SERVING", type(error).__name__)
+                log.warning("database not ready (%s): NOT_SERVING", type(error).__name__)
         if serving and self._serving is False:
             log.info("database answers again: SERVING")
         self._serving = serving

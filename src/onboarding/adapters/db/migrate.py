@@ -6,10 +6,12 @@ project root, with ``-c src/onboarding/adapters/db/alembic.ini``.
 
 from __future__ import annotations
 
+from functools import cache
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from alembic.script import ScriptDirectory
 from sqlalchemy import Connection
 
 from onboarding.adapters.db.engine import create_engine
@@ -23,6 +25,14 @@ def alembic_config(connection: Connection | None = None) -> Config:
     if connection is not None:
         config.attributes["connection"] = connection
     return config
+
+
+@cache
+def older_revisions() -> frozenset[str]:
+    """The revisions before this version's head: a database at one of them is not migrated."""
+    script = ScriptDirectory.from_config(alembic_config())
+    head = script.get_current_head()
+    return frozenset(r.revision for r in script.walk_revisions() if r.revision != head)
 
 
 async def upgrade(database_url: str, revision: str = "head") -> None:

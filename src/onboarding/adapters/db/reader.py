@@ -12,6 +12,7 @@ from onboarding.adapters.db import direct
 from onboarding.adapters.db.engine import for_reads
 from onboarding.adapters.db.errors import database_errors
 from onboarding.adapters.db.mapping import agreement_from_row
+from onboarding.adapters.db.migrate import older_revisions
 from onboarding.adapters.db.tables import agreements
 from onboarding.adapters.db.types import UtcDateTime
 from onboarding.domain.agreement import Agreement
@@ -31,13 +32,18 @@ _BY_CLIENT_AFTER = _BY_CLIENT.where(
     tuple_(agreements.c.create_time, agreements.c.reference)
     < tuple_(bindparam("after_time", type_=UtcDateTime), bindparam("after_reference", type_=Uuid))
 )
-_PING = text("SELECT 1")
+_SCHEMA_VERSION = text("SELECT version_num FROM alembic_version")
+
+
+class SchemaNotMigrated(Exception):
+    """The database's schema is older than this version's: ``onboarding migrate`` first."""
 
 
 class SqlAgreementReader:
     def __init__(self, engine: AsyncEngine) -> None:
         self._point_engine = engine  # the driver reads in autocommit already (see direct)
         self._engine = for_reads(engine)
+        self._older_revisions = older_revisions()
 
     async def get(self, reference: UUID) -> Agreement | None:
         with database_errors():
@@ -58,7 +64,10 @@ class SqlAgreementReader:
         return [agreement_from_row(row) for row in rows]
 
     async def ping(self) -> None:
-        """Raises unless the database answers a trivial query."""
+        """Raises unless the database answers, with the schema this version needs: migrated
+        to this version's head, or past it (a later version migrated it during a rollout)."""
         with database_errors():
             async with self._engine.connect() as conn:
-                await conn.execute(_PING)
+                versions = (await conn.execute(_SCHEMA_VERSION)).scalars().all()
+        if not versions or not self._older_revisions.isdisjoint(versions):
+            raise SchemaNotMigrated()
