@@ -1,7 +1,7 @@
 # syntax=docker/dockerfile:1
 # Build:   docker build -t onboarding .
 # Serve:   docker run -p 50051:50051 -e ONBOARDING_DATABASE_URL=... -e ONBOARDING_SECRET_KEY=... onboarding
-# Migrate: docker run --rm -e ONBOARDING_DATABASE_URL=... onboarding onboarding migrate
+# Migrate: docker run --rm -e ONBOARDING_DATABASE_URL=... -e ONBOARDING_SECRET_KEY=... onboarding onboarding migrate
 
 FROM python:3.11-slim-bookworm AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
@@ -28,7 +28,8 @@ ENV PATH=/opt/venv/bin:$PATH \
     ONBOARDING_LOG_FORMAT=json
 WORKDIR /app
 USER 10001:10001
-EXPOSE 50051
+# gRPC, and Prometheus metrics (ONBOARDING_METRICS_PORT)
+EXPOSE 50051 9464
 STOPSIGNAL SIGTERM
 ENTRYPOINT []
 CMD ["onboarding", "serve"]

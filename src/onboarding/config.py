@@ -19,6 +19,8 @@ NonNegativeSeconds = Annotated[float, Field(ge=0)]
 PositiveInt = Annotated[int, Field(gt=0)]
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./onboarding.db"
+#: What the deploy example's secret values hold until someone replaces them.
+_PLACEHOLDER = "CHANGE-ME"
 
 
 def parse_auth_tokens(raw: str) -> dict[str, str]:
@@ -206,6 +208,19 @@ class Settings(BaseSettings):
             raise ValueError("ONBOARDING_SECRET_KEY is required with a PostgreSQL database")
         if self.secret_key is not None and len(self.secret_key.get_secret_value()) < 16:
             raise ValueError("ONBOARDING_SECRET_KEY must be at least 16 characters")
+        return self
+
+    @model_validator(mode="after")
+    def _no_example_placeholders(self) -> Settings:
+        # The deploy example's values are public: a server started with them would accept
+        # anyone holding the example's tokens, and seal data under a key anyone can read.
+        for name, value in (
+            ("ONBOARDING_SECRET_KEY", self.secret_key),
+            ("ONBOARDING_AUTH_TOKENS", self.auth_tokens),
+            ("ONBOARDING_SMS_GATEWAY_TOKEN", self.sms_gateway_token),
+        ):
+            if value is not None and _PLACEHOLDER in value.get_secret_value():
+                raise ValueError(f"{name} still holds the example's {_PLACEHOLDER}: replace it")
         return self
 
     @property

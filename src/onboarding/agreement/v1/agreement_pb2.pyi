@@ -175,7 +175,8 @@ class CreateAgreementRequest(_message.Message):
     """Hash of the client's identifier in the caller's system, 1 to 128 characters."""
     phone: _builtins.str
     """The client's phone number in any common notation ("+7 916 123-45-67", "89161234567");
-    numbers without a country code are read as Russian. Stored in E.164.
+    numbers without a country code are read in the server's default region
+    (ONBOARDING_PHONE_DEFAULT_REGION, RU unless set). Stored in E.164.
     """
     request_id: _builtins.str
     """Optional idempotency key, at most 64 characters: a retried call with the same key and
