@@ -145,7 +145,6 @@ def build(
         event_handlers={
             events.AgreementCreated: [handlers.send_first_code],
             events.OtpIssued: [handlers.enqueue_sms],
-            events.AgreementRevoked: [handlers.cancel_undelivered_sms],
         },
         after_commit=[wake_relay, waiters.wake_finished],
     )

@@ -29,15 +29,6 @@ async def _sent(server: RunningServer, phone: str, count: int) -> None:
     assert len(sms_to(server, phone)) == count
 
 
-async def _create_and_receive(server: RunningServer, phone: str, received: int) -> pb.Agreement:
-    """CreateAgreement, and its code delivered as the phone's ``received``-th SMS. Tests that
-    count SMS wait for each code before asking for the next, as a client would: a new code
-    cancels the SMS of one still queued."""
-    agreement = await create(server, phone=phone)
-    await code_for(server, phone, index=received)
-    return agreement
-
-
 # -- the interval between sends -------------------------------------------------------------
 
 
@@ -90,7 +81,7 @@ async def test_a_refused_early_send_keeps_the_current_code_and_counts_nothing(
 async def test_the_send_after_the_agreement_limit_is_refused(start_server: StartServer) -> None:
     server = await start_server(otp_max_sends_per_agreement=2)
     phone = random_phone()
-    agreement = await _create_and_receive(server, phone, 0)
+    agreement = await create(server, phone=phone)
     await send_otp(server, agreement.reference)
 
     error = await error_of(send_otp(server, agreement.reference))
@@ -106,7 +97,7 @@ async def test_agreement_at_its_send_limit_shows_no_sends_left_and_no_resend_tim
 ) -> None:
     server = await start_server(otp_max_sends_per_agreement=2)
     phone = random_phone()
-    agreement = await _create_and_receive(server, phone, 0)
+    agreement = await create(server, phone=phone)
     assert agreement.otp_sends_remaining == 1
 
     resent = await send_otp(server, agreement.reference)
@@ -124,7 +115,7 @@ async def test_agreement_at_its_send_limit_shows_no_sends_left_and_no_resend_tim
 async def test_the_last_code_still_confirms_at_the_send_limit(start_server: StartServer) -> None:
     server = await start_server(otp_max_sends_per_agreement=2)
     phone = random_phone()
-    agreement = await _create_and_receive(server, phone, 0)
+    agreement = await create(server, phone=phone)
     await send_otp(server, agreement.reference)
     await error_of(send_otp(server, agreement.reference))
 
@@ -142,8 +133,8 @@ async def test_the_last_code_still_confirms_at_the_send_limit(start_server: Star
 async def _phone_at_its_limit(server: RunningServer) -> tuple[str, pb.Agreement, pb.Agreement]:
     """Two agreements for one phone that have used up a quota of three codes between them."""
     phone = random_phone()
-    first = await _create_and_receive(server, phone, 0)
-    second = await _create_and_receive(server, phone, 1)
+    first = await create(server, phone=phone)
+    second = await create(server, phone=phone)
     await send_otp(server, first.reference)
     await code_for(server, phone, index=2)
     return phone, first, second

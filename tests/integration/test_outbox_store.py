@@ -313,67 +313,102 @@ async def test_concurrent_claims_from_two_engines_take_disjoint_batches(
     assert all(c.attempts == 1 for c in [*first, *second])
 
 
-# -- cancelling: a newer code, or revoking, ends the message of the code before it -------------
+# -- one agreement's messages: one at a time, oldest first ------------------------------------
 
 
-async def cancel(engine: AsyncEngine, clock: MutableClock, message_id: UUID) -> None:
+async def enqueue_for(
+    engine: AsyncEngine, clock: MutableClock, agreement_reference: UUID
+) -> OutgoingSms:
+    message = OutgoingSms(uuid4(), agreement_reference, random_phone(), "Code: 123456")
+    await enqueue(engine, clock, message)
+    clock.advance(EPSILON)
+    return message
+
+
+async def expedite(engine: AsyncEngine, clock: MutableClock, message_id: UUID) -> None:
     async with unit_of_work(engine, clock) as uow:
-        await uow.outbox.cancel(message_id, "superseded by a newer code")
+        await uow.outbox.expedite(message_id)
         await uow.commit()
 
 
-async def test_a_cancelled_message_is_erased_and_never_claimed(
+async def test_an_agreements_newer_message_waits_until_the_older_one_is_done(
     fresh_engine: AsyncEngine, clock: MutableClock
 ) -> None:
-    message_id = await enqueue_code_of(fresh_engine, clock, new_agreement())
-    clock.advance(timedelta(seconds=3))
+    # A newer code must not reach the gateway before the one it replaced: the older one,
+    # waiting for a retry, holds it back; another agreement's message goes meanwhile.
+    reference = uuid4()
+    older = await enqueue_for(fresh_engine, clock, reference)
+    newer = await enqueue_for(fresh_engine, clock, reference)
+    other = sms()
+    await enqueue(fresh_engine, clock, other)
+    store = outbox_store(fresh_engine, clock)
 
-    await cancel(fresh_engine, clock, message_id)
+    claimed = await store.claim(10)
+    assert {c.message_id for c in claimed} == {older.message_id, other.message_id}
+    retry_at = clock.now + timedelta(minutes=2)
+    await store.record(
+        [
+            DeliveryOutcome(older.message_id, None, "http 503", retry_at),
+            DeliveryOutcome(other.message_id, DeliveryStatus.SENT, "http 200"),
+        ]
+    )
+    clock.advance(LEASE + EPSILON)
+    assert await store.claim(10) == []  # the older one waits for its retry, the newer behind it
 
-    row = await outbox_row(fresh_engine, message_id)
-    assert row["status"] == "CANCELLED"
-    assert row["payload_sealed"] is None
-    assert row["finish_time"] == clock.now
-    assert row["last_error"] == "superseded by a newer code"
-    clock.advance(LEASE)
-    assert await outbox_store(fresh_engine, clock).claim(10) == []
+    clock.now = retry_at
+    [again] = await store.claim(10)
+    assert again.message_id == older.message_id
+    await store.record([DeliveryOutcome(older.message_id, DeliveryStatus.SENT, "http 200")])
+    [then] = await store.claim(10)
+    assert then.message_id == newer.message_id
+
+
+async def test_an_older_message_that_failed_for_good_holds_nothing_back(
+    fresh_engine: AsyncEngine, clock: MutableClock
+) -> None:
+    reference = uuid4()
+    older = await enqueue_for(fresh_engine, clock, reference)
+    newer = await enqueue_for(fresh_engine, clock, reference)
+    store = outbox_store(fresh_engine, clock)
+    [first] = await store.claim(10)
+    assert first.message_id == older.message_id
+    await store.record([DeliveryOutcome(older.message_id, DeliveryStatus.FAILED, "http 400")])
+
+    [second] = await store.claim(10)
+    assert second.message_id == newer.message_id
+
+
+async def test_expediting_makes_a_message_waiting_for_a_retry_due_now(
+    fresh_engine: AsyncEngine, clock: MutableClock
+) -> None:
+    message = await enqueue_for(fresh_engine, clock, uuid4())
+    store = outbox_store(fresh_engine, clock)
+    await store.claim(10)
+    retry_at = clock.now + timedelta(minutes=5)
+    await store.record([DeliveryOutcome(message.message_id, None, "http 503", retry_at)])
+    assert await store.claim(10) == []
+
+    await expedite(fresh_engine, clock, message.message_id)
+
+    [claimed] = await store.claim(10)
+    assert claimed.message_id == message.message_id
+    assert claimed.attempts == 2
 
 
 @pytest.mark.parametrize("final", [DeliveryStatus.SENT, DeliveryStatus.FAILED])
-async def test_cancelling_a_finished_message_changes_nothing(
+async def test_expediting_a_finished_message_changes_nothing(
     fresh_engine: AsyncEngine, clock: MutableClock, final: DeliveryStatus
 ) -> None:
-    message_id = await enqueue_code_of(fresh_engine, clock, new_agreement())
+    message = await enqueue_for(fresh_engine, clock, uuid4())
     store = outbox_store(fresh_engine, clock)
     await store.claim(10)
-    await store.record([DeliveryOutcome(message_id, final, "http 200")])
+    await store.record([DeliveryOutcome(message.message_id, final, "http 200")])
+    before = await outbox_row(fresh_engine, message.message_id)
+    clock.advance(timedelta(seconds=3))
 
-    await cancel(fresh_engine, clock, message_id)
+    await expedite(fresh_engine, clock, message.message_id)
 
-    row = await outbox_row(fresh_engine, message_id)
-    assert (row["status"], row["last_error"]) == (final.value, "http 200")
-
-
-@pytest.mark.parametrize("outcome", [DeliveryStatus.SENT, DeliveryStatus.FAILED, None])
-async def test_the_outcome_of_a_message_cancelled_while_it_was_sent_is_not_recorded(
-    fresh_engine: AsyncEngine, clock: MutableClock, outcome: DeliveryStatus | None
-) -> None:
-    agreement = new_agreement()
-    message_id = await enqueue_code_of(fresh_engine, clock, agreement)
-    store = outbox_store(fresh_engine, clock)
-    await store.claim(10)  # the relay is sending it...
-    await cancel(fresh_engine, clock, message_id)  # ...when a newer code cancels it
-
-    retry_time = clock.now + timedelta(seconds=5) if outcome is None else None
-    await store.record([DeliveryOutcome(message_id, outcome, "http 503", retry_time)])
-
-    row = await outbox_row(fresh_engine, message_id)
-    assert (row["status"], row["payload_sealed"]) == ("CANCELLED", None)
-    clock.advance(timedelta(minutes=5))
-    assert await store.claim(10) == []
-    read = await SqlAgreementReader(fresh_engine).get(agreement.reference)
-    assert read is not None and read.otp is not None
-    assert read.otp.delivery_status is DeliveryStatus.QUEUED
+    assert await outbox_row(fresh_engine, message.message_id) == before
 
 
 # Row locks are PostgreSQL's; SQLite's one writer takes them in turn.
@@ -381,9 +416,9 @@ async def test_the_outcome_of_a_message_cancelled_while_it_was_sent_is_not_recor
 async def test_recording_waits_for_a_command_that_holds_the_agreement_without_deadlock(
     fresh_engine: AsyncEngine, clock: MutableClock, db_kind: str
 ) -> None:
-    # A command (a new code, revoking) locks the agreement, then cancels its queued message.
-    # Recording the same message's outcome meanwhile must take the locks in that order too:
-    # the other order deadlocks, and PostgreSQL aborts one of the two after a second.
+    # A new code locks the agreement, then expedites the message of the code before. Recording
+    # that message's outcome meanwhile must take the locks in the same order: the other order
+    # deadlocks, and PostgreSQL aborts one of the two after a second.
     agreement = new_agreement()
     message_id = await enqueue_code_of(fresh_engine, clock, agreement)
     store = outbox_store(fresh_engine, clock)
@@ -395,9 +430,8 @@ async def test_recording_waits_for_a_command_that_holds_the_agreement_without_de
         )
         await asyncio.sleep(0.3)  # recording has started and waits for a lock
         assert not recording.done()
-        await uow.outbox.cancel(message_id, "agreement revoked")
+        await uow.outbox.expedite(message_id)
         await uow.commit()
     await recording
 
-    row = await outbox_row(fresh_engine, message_id)
-    assert (row["status"], row["last_error"]) == ("CANCELLED", "agreement revoked")
+    assert (await outbox_row(fresh_engine, message_id))["status"] == DeliveryStatus.SENT.value

@@ -194,7 +194,7 @@ class Agreement:
         self.status = AgreementStatus.REVOKED
         self.revoke_time = now
         self.phone = None
-        self.events.append(events.AgreementRevoked(self.reference, self._undelivered_message_id()))
+        self.events.append(events.AgreementRevoked(self.reference))
 
     def record_delivery(self, message_id: UUID, status: DeliveryStatus) -> None:
         if self.otp is not None and self.otp.message_id == message_id:

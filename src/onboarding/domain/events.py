@@ -24,8 +24,8 @@ class OtpIssued(Event):
     message_id: UUID
     phone_e164: str = field(repr=False)
     code: str = field(repr=False)
-    #: The previous code's message, when it may not have been handed to the gateway yet:
-    #: that code no longer works, so its SMS must not go out after this one.
+    #: The previous code's message, when it may not have been handed to the gateway yet: it
+    #: goes first, at once, so this one is not held back long behind it.
     superseded_message_id: UUID | None = None
 
 
@@ -37,6 +37,3 @@ class AgreementConfirmed(Event):
 @dataclass(frozen=True, slots=True)
 class AgreementRevoked(Event):
     reference: UUID
-    #: The current code's message, when it may not have been handed to the gateway yet: after
-    #: consent is withdrawn no SMS goes to the client, and its phone is kept no longer.
-    undelivered_message_id: UUID | None = None

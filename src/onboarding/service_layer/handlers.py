@@ -78,7 +78,9 @@ class AgreementHandlers:
 
     async def enqueue_sms(self, event: events.OtpIssued, uow: UnitOfWork) -> None:
         if event.superseded_message_id is not None:
-            await uow.outbox.cancel(event.superseded_message_id, "superseded by a newer code")
+            # The relay hands an agreement's messages over in order: the old code's SMS goes
+            # first, and now rather than after its backoff.
+            await uow.outbox.expedite(event.superseded_message_id)
         await uow.outbox.add(
             OutgoingSms(
                 message_id=event.message_id,
@@ -87,10 +89,6 @@ class AgreementHandlers:
                 text=self._template.format(code=event.code),
             )
         )
-
-    async def cancel_undelivered_sms(self, event: events.AgreementRevoked, uow: UnitOfWork) -> None:
-        if event.undelivered_message_id is not None:
-            await uow.outbox.cancel(event.undelivered_message_id, "agreement revoked")
 
     # -- helpers ---------------------------------------------------------------------------
 

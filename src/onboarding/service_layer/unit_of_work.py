@@ -41,9 +41,8 @@ class PhoneQuotaRepository(Protocol):
 class Outbox(Protocol):
     async def add(self, message: OutgoingSms) -> None: ...
 
-    async def cancel(self, message_id: UUID, reason: str) -> None:
-        """Ends a message that has not been handed over yet, erasing its text; one already
-        sent or failed stays as it is."""
+    async def expedite(self, message_id: UUID) -> None:
+        """Makes a queued message that waits for a retry due now; any other stays as it is."""
         ...
 
     @property

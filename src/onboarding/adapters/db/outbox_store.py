@@ -14,7 +14,7 @@ from datetime import datetime
 from uuid import UUID
 
 from cryptography.exceptions import InvalidTag
-from sqlalchemy import bindparam, func, select, update
+from sqlalchemy import and_, bindparam, exists, func, or_, select, update
 
 from onboarding.adapters.db import direct
 from onboarding.adapters.db.errors import database_errors
@@ -24,10 +24,25 @@ from onboarding.domain.agreement import DeliveryStatus
 from onboarding.service_layer.outbox_relay import DeliveryOutcome
 
 _QUEUED = DeliveryStatus.QUEUED.value
+_earlier = outbox_messages.alias("earlier")
+# An agreement's messages are handed over one at a time, in the order they were queued: a
+# newer code never reaches the gateway before the one it replaced has been sent or has failed.
+_FIRST_OF_ITS_AGREEMENT = ~exists().where(
+    _earlier.c.agreement_reference == outbox_messages.c.agreement_reference,
+    _earlier.c.status == _QUEUED,
+    or_(
+        _earlier.c.create_time < outbox_messages.c.create_time,
+        and_(
+            _earlier.c.create_time == outbox_messages.c.create_time,
+            _earlier.c.message_id < outbox_messages.c.message_id,
+        ),
+    ),
+)
 _CLAIM = claim_statement(
     outbox_messages,
     outbox_messages.c.message_id,
     outbox_messages.c.status == _QUEUED,
+    _FIRST_OF_ITS_AGREEMENT,
     returning=[
         outbox_messages.c.message_id,
         outbox_messages.c.agreement_reference,
@@ -62,7 +77,7 @@ _SET_DELIVERY_STATUS = direct.Statement(
     .values(otp_delivery_status=bindparam("st"))
 )
 # Taken first, so that recording locks an agreement before its message, in the order the
-# commands do (a new code or revoking locks the agreement, then cancels its queued message);
+# commands do (a new code locks the agreement, then expedites the message of the code before);
 # the other order could deadlock with them. SQLite's one writer needs no row locks.
 _LOCK_AGREEMENT = direct.Statement(
     select(agreements.c.reference)

@@ -56,21 +56,14 @@ _UPDATE_QUOTA = Statement(
     update(phone_send_quotas).where(phone_send_quotas.c.phone_mac == bindparam("key"))
 )
 _INSERT_OUTBOX = Statement(insert(outbox_messages))
-#: The outbox status of a message ended before it was handed over (see ``SqlOutbox.cancel``).
-OUTBOX_CANCELLED = "CANCELLED"
-_CANCEL_OUTBOX = Statement(
+_EXPEDITE_OUTBOX = Statement(
     update(outbox_messages)
     .where(
         outbox_messages.c.message_id == bindparam("key"),
         outbox_messages.c.status == DeliveryStatus.QUEUED.value,
+        outbox_messages.c.next_attempt_time > bindparam("now"),
     )
-    .values(
-        status=OUTBOX_CANCELLED,
-        payload_sealed=None,
-        lease_expire_time=None,
-        finish_time=bindparam("now"),
-        last_error=bindparam("reason"),
-    )
+    .values(next_attempt_time=bindparam("now"))
 )
 
 
@@ -183,9 +176,5 @@ class SqlOutbox:
         )
         self.added += 1
 
-    async def cancel(self, message_id: UUID, reason: str) -> None:
-        # Only while still queued. A relay sending it right now records its outcome only
-        # where the row is still queued, so the message stays cancelled either way.
-        self._conn.defer(
-            _CANCEL_OUTBOX, {"key": message_id, "now": self._clock(), "reason": reason}
-        )
+    async def expedite(self, message_id: UUID) -> None:
+        self._conn.defer(_EXPEDITE_OUTBOX, {"key": message_id, "now": self._clock()})

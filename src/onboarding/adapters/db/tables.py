@@ -76,6 +76,7 @@ outbox_messages = Table(
     Column("finish_time", UtcDateTime, nullable=True),
     Column("last_error", String(200), nullable=True),
     Index("ix_outbox_messages_status_next_attempt_time", "status", "next_attempt_time"),
+    Index("ix_outbox_messages_agreement_reference", "agreement_reference"),
 )
 
 # -- INN lookups ---------------------------------------------------------------------------
