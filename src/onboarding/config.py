@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
 import phonenumbers
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from onboarding.domain.agreement import OtpPolicy
@@ -134,11 +134,12 @@ class Settings(BaseSettings):
 
     @field_validator("sms_gateway_url", "nalog_base_url")
     @classmethod
-    def _http_url(cls, value: str | None) -> str | None:
-        if value:  # an empty gateway URL means none: codes go to the console
-            parts = urlsplit(value)
-            if parts.scheme not in ("http", "https") or not parts.netloc:
-                raise ValueError("must be an http:// or https:// URL with a host")
+    def _http_url(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if not value and info.field_name == "sms_gateway_url":
+            return value  # no gateway: codes go to the console
+        parts = urlsplit(value or "")
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError("must be an http:// or https:// URL with a host")
         return value
 
     @field_validator("otp_message_template")

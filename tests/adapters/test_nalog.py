@@ -255,7 +255,7 @@ async def test_after_a_captcha_no_call_goes_upstream_for_the_pause(fake: FakeNal
     finally:
         await nalog.close()
 
-    paused = UpstreamAnswer(UpstreamVerdict.THROTTLED, detail="paused after a captcha")
+    paused = UpstreamAnswer(UpstreamVerdict.PAUSED, detail="paused after a captcha")
     assert (cut_short, later) == (paused, paused)
     assert len(fake.requests) == calls  # nothing reached the upstream after the captcha
 

@@ -110,14 +110,20 @@ async def test_lookups_already_under_way_make_no_call_after_a_captcha(
     docs = [number() for _ in range(4)]
     for doc in docs:
         server.nalog.script(doc, captcha(1, then=found(valid_inn())))
+    rids = [request_id() for _ in docs]
     try:
-        lookups = await asyncio.gather(*(find(server, person(doc)) for doc in docs))
+        lookups = await asyncio.gather(
+            *(find(server, person(doc), rid) for doc, rid in zip(docs, rids, strict=True))
+        )
         await asyncio.sleep(1.5)  # the three others' turns under the rate limit have come
 
         assert {lookup.status for lookup in lookups} == {PENDING}
         searches = sorted(t for doc in docs for t in finds_for(server, doc))
         assert len(searches) == 1, searches  # the first, which met the captcha
         assert server.nalog.protocol_errors == []
+        # And the three spent no attempt: they made no call.
+        attempts = sorted([(await get(server, rid)).attempts for rid in rids])
+        assert attempts == [0, 0, 0, 1]
     finally:
         # The pause is kept in the database, which the next tests share: end it here.
         async with server.container.engine.begin() as conn:

@@ -409,7 +409,7 @@ async def test_reschedule_sets_the_next_attempt_and_ends_the_lease(
     later = T0 + timedelta(seconds=77, microseconds=3)
 
     async with uow(fresh_engine, clock) as work:
-        await work.inn_jobs.reschedule(key, later, "busy (http 502)")
+        await work.inn_jobs.reschedule(key, later, "busy (http 502)", attempted=True)
         await work.commit()
 
     row = await job_row(fresh_engine, key)
@@ -420,6 +420,21 @@ async def test_reschedule_sets_the_next_attempt_and_ends_the_lease(
         "busy (http 502)",
     )
     assert row["attempts"] == 1
+
+
+async def test_a_reschedule_without_a_call_gives_the_claims_attempt_back(
+    fresh_engine: AsyncEngine, clock: MutableClock
+) -> None:
+    key = await start_job(fresh_engine, clock, person(11))
+    [claimed] = await job_store(fresh_engine, clock).claim(10)
+    assert claimed.attempts == 1
+
+    async with uow(fresh_engine, clock) as work:
+        await work.inn_jobs.reschedule(key, T0 + timedelta(minutes=1), "paused", attempted=False)
+        await work.commit()
+
+    row = await job_row(fresh_engine, key)
+    assert row is not None and row["attempts"] == 0
 
 
 # -- inn_results ---------------------------------------------------------------------------
@@ -548,7 +563,7 @@ async def test_claim_respects_the_next_attempt_time(
     key = await start_job(fresh_engine, clock, person(40))
     later = T0 + timedelta(seconds=10)
     async with uow(fresh_engine, clock) as work:
-        await work.inn_jobs.reschedule(key, later, "busy")
+        await work.inn_jobs.reschedule(key, later, "busy", attempted=True)
         await work.commit()
     store = job_store(fresh_engine, clock)
 
@@ -614,7 +629,9 @@ async def test_a_pending_lookup_reads_its_progress_from_the_job(
     await job_store(fresh_engine, clock).claim(10)
     next_time = T0 + timedelta(seconds=30, microseconds=11)
     async with uow(fresh_engine, clock) as work:
-        await work.inn_jobs.reschedule(key, next_time, "service.nalog.ru is busy (http 502)")
+        await work.inn_jobs.reschedule(
+            key, next_time, "service.nalog.ru is busy (http 502)", attempted=True
+        )
         await work.commit()
     clock.advance(timedelta(seconds=7, microseconds=500000))
 
@@ -643,7 +660,9 @@ async def test_a_finished_lookup_reports_its_own_fields(
     clock.advance(timedelta(days=40))
     await start_job(fresh_engine, clock, person(51), "finished-2")
     async with uow(fresh_engine, clock) as work:
-        await work.inn_jobs.reschedule(key, clock() + timedelta(hours=1), "job details")
+        await work.inn_jobs.reschedule(
+            key, clock() + timedelta(hours=1), "job details", attempted=True
+        )
         await work.commit()
 
     view = await SqlInnLookupReader(fresh_engine, clock).get("finished-1")

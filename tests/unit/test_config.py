@@ -44,6 +44,7 @@ def test_contract_defaults() -> None:
         ({"sms_gateway_url": "gateway.local/sms"}, "http://"),
         ({"sms_gateway_url": "ftp://gateway.local/sms"}, "http://"),
         ({"nalog_base_url": "service.nalog.ru"}, "http://"),
+        ({"nalog_base_url": ""}, "http://"),
         ({"secret_key": "CHANGE-ME-to-at-least-16-random-characters"}, "CHANGE-ME"),
         ({"auth_tokens": "kyc-backend:CHANGE-ME-token-1"}, "ONBOARDING_AUTH_TOKENS"),
         ({"sms_gateway_token": "CHANGE-ME"}, "ONBOARDING_SMS_GATEWAY_TOKEN"),

@@ -721,3 +721,17 @@ def test_short_details_are_kept_whole() -> None:
         policy=POLICY,
     )
     assert decision.details == "rejected by service.nalog.ru: fields: docno"
+
+
+@pytest.mark.parametrize("attempts", [1, POLICY.max_attempts, POLICY.max_attempts + 3])
+def test_a_call_not_made_during_a_pause_is_no_attempt_and_never_fails(attempts: int) -> None:
+    decision = decide(
+        UpstreamAnswer(UpstreamVerdict.PAUSED, detail="paused after a captcha"),
+        attempts=attempts,
+        now=NOW,
+        policy=POLICY,
+    )
+    assert decision.status is LookupStatus.PENDING
+    assert decision.attempted is False
+    assert decision.next_attempt_time == NOW + POLICY.captcha_pause
+    assert decision.pause_until is None  # the lookup that met the captcha set the pause

@@ -22,8 +22,8 @@ Network and protocol trouble never raises: :meth:`NalogClient.find_inn` always a
 * THROTTLED: a captcha demand ("captcha": ``captchaRequired``, or ``ERRORS`` naming only the
   captcha fields, which we always send empty) or HTTP 429 ("http 429"). For
   ``captcha_pause_seconds`` after one, no lookup in this process calls the upstream: each
-  answers THROTTLED "paused after a captcha" at its next call (other processes learn of the
-  pause from the database when they claim work);
+  answers PAUSED "paused after a captcha" at its next call, which is no attempt (other
+  processes learn of the pause from the database when they claim work);
 * FAULT: other non-2xx ("http 503"), ``ERROR`` ("upstream error 500"), "timeout",
   "connection error", "bad response" (unparseable or unexpected body), "result not ready".
 
@@ -209,7 +209,7 @@ class NalogClient:
                 answer = await self._lookup(session, person)
             except _Stop as stop:
                 answer = stop.answer
-        if answer.verdict is UpstreamVerdict.THROTTLED and answer.detail != _PAUSED:
+        if answer.verdict is UpstreamVerdict.THROTTLED:
             loop_time = asyncio.get_running_loop().time()
             self._paused_until = max(self._paused_until, loop_time + self._captcha_pause)
         log.info("service.nalog.ru answered %s %s", answer.verdict.value, answer.detail)
@@ -217,7 +217,7 @@ class NalogClient:
 
     def _check_paused(self) -> None:
         if asyncio.get_running_loop().time() < self._paused_until:
-            raise _Stop(UpstreamAnswer(UpstreamVerdict.THROTTLED, detail=_PAUSED))
+            raise _Stop(UpstreamAnswer(UpstreamVerdict.PAUSED, detail=_PAUSED))
 
     async def close(self) -> None:
         connector, self._connector = self._connector, None

@@ -165,6 +165,9 @@ class UpstreamVerdict(StrEnum):
     THROTTLED = "THROTTLED"
     #: 5xx, ``ERROR``, timeouts, garbage, an INN whose check digits fail: try again later.
     FAULT = "FAULT"
+    #: No call was made: this process is waiting out a captcha pause another lookup met.
+    #: Not an attempt; the lookup waits for the pause to end.
+    PAUSED = "PAUSED"
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,6 +224,8 @@ class JobDecision:
     pause_until: datetime | None = None
     #: How long the answer may be reused for the same person; None: not at all.
     cache_for: timedelta | None = None
+    #: False when no upstream call was made: the claim's attempt is given back.
+    attempted: bool = True
 
 
 def decide(
@@ -242,6 +247,15 @@ def decide(
                 LookupStatus.FAILED,
                 None,
                 _bounded(f"rejected by service.nalog.ru: {answer.detail}"),
+            )
+        case UpstreamVerdict.PAUSED:
+            # The pause itself is already recorded by the lookup that met the captcha.
+            return JobDecision(
+                LookupStatus.PENDING,
+                None,
+                "waiting out a captcha pause of service.nalog.ru",
+                next_attempt_time=now + policy.captcha_pause,
+                attempted=False,
             )
     pause_until = (
         now + policy.captcha_pause if answer.verdict is UpstreamVerdict.THROTTLED else None

@@ -49,7 +49,10 @@ class InnHandlers:
         if decision.status is LookupStatus.PENDING:
             assert decision.next_attempt_time is not None
             await uow.inn_jobs.reschedule(
-                cmd.person_key, decision.next_attempt_time, decision.details
+                cmd.person_key,
+                decision.next_attempt_time,
+                decision.details,
+                attempted=decision.attempted,
             )
         else:
             await uow.inn_jobs.remove(cmd.person_key)

@@ -50,7 +50,13 @@ _FINISH_PENDING = Statement(
 _RESCHEDULE_JOB = Statement(
     update(inn_jobs)
     .where(inn_jobs.c.person_key == bindparam("key"))
-    .values(next_attempt_time=bindparam("at"), lease_expire_time=None, details=bindparam("details"))
+    .values(
+        next_attempt_time=bindparam("at"),
+        lease_expire_time=None,
+        details=bindparam("details"),
+        # 0 or 1: the attempt the claim counted, given back when no call was made.
+        attempts=inn_jobs.c.attempts - bindparam("uncounted"),
+    )
 )
 _REMOVE_JOB = Statement(delete(inn_jobs).where(inn_jobs.c.person_key == bindparam("key")))
 
@@ -266,10 +272,16 @@ class SqlInnJobRepository:
         self.started += 1
 
     async def reschedule(
-        self, person_key: bytes, next_attempt_time: datetime, details: str
+        self, person_key: bytes, next_attempt_time: datetime, details: str, *, attempted: bool
     ) -> None:
         await self._conn.execute(
-            _RESCHEDULE_JOB, {"key": person_key, "at": next_attempt_time, "details": details}
+            _RESCHEDULE_JOB,
+            {
+                "key": person_key,
+                "at": next_attempt_time,
+                "details": details,
+                "uncounted": 0 if attempted else 1,
+            },
         )
 
     async def remove(self, person_key: bytes) -> None:
