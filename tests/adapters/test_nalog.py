@@ -75,15 +75,26 @@ async def fake() -> AsyncIterator[FakeNalog]:
         yield upstream
 
 
-@pytest.fixture
-async def client(fake: FakeNalog) -> AsyncIterator[NalogClient]:
-    nalog = NalogClient(
+def nalog_client(
+    fake: FakeNalog,
+    *,
+    poll_interval_seconds: float = 0.01,
+    max_polls: int = 3,
+    captcha_pause_seconds: float = 0.0,
+) -> NalogClient:
+    return NalogClient(
         fake.base_url,
         limiter=RateLimiter(1000),
         timeout_seconds=2.0,
-        poll_interval_seconds=0.01,
-        max_polls=3,
+        poll_interval_seconds=poll_interval_seconds,
+        max_polls=max_polls,
+        captcha_pause_seconds=captcha_pause_seconds,
     )
+
+
+@pytest.fixture
+async def client(fake: FakeNalog) -> AsyncIterator[NalogClient]:
+    nalog = nalog_client(fake)
     yield nalog
     await nalog.close()
 
@@ -232,14 +243,7 @@ async def test_a_captcha_demanded_as_errors_is_throttled_not_rejected(
 
 
 async def test_after_a_captcha_no_call_goes_upstream_for_the_pause(fake: FakeNalog) -> None:
-    nalog = NalogClient(
-        fake.base_url,
-        limiter=RateLimiter(1000),
-        timeout_seconds=2.0,
-        poll_interval_seconds=0.05,
-        max_polls=20,
-        captcha_pause_seconds=30,
-    )
+    nalog = nalog_client(fake, poll_interval_seconds=0.05, max_polls=20, captcha_pause_seconds=30)
     other = dataclasses.replace(PERSON, document_number="654321")
     fake.script(PERSON.document_number, captcha())
     fake.script(other.document_number, not_ready(10, then=found(VALID_INN)))

@@ -30,12 +30,28 @@ sys.exit(Supervisor(int(sys.argv[1]), child).run())
 
 
 def _start(workers: int) -> subprocess.Popen[str]:
+    return _supervise(_SUPERVISE, str(workers))
+
+
+def _supervise(script: str, *args: str) -> subprocess.Popen[str]:
+    """The supervisor of ``script``, in a process group of its own."""
     return subprocess.Popen(
-        [sys.executable, "-c", _SUPERVISE, str(workers)],
+        [sys.executable, "-c", script, *args],
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,
     )
+
+
+def _assert_group_gone(process: subprocess.Popen[str]) -> None:
+    """Kills what is left of the supervisor's group, then checks nothing of it was left."""
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGKILL)
+    if process.stderr is not None:
+        process.stderr.close()
+    time.sleep(0.2)
+    with pytest.raises(ProcessLookupError):
+        os.killpg(process.pid, 0)
 
 
 def _wait_for_line(process: subprocess.Popen[str], text: str) -> None:
@@ -63,13 +79,7 @@ def test_sigterm_while_forking_stops_every_worker_and_exits_zero(at_worker: int)
         process.send_signal(signal.SIGTERM)
         assert _exit_code(process, timeout=15) == 0
     finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
-        if process.stderr is not None:
-            process.stderr.close()
-    time.sleep(0.2)
-    with pytest.raises(ProcessLookupError):  # nothing of the group is left behind
-        os.killpg(process.pid, 0)
+        _assert_group_gone(process)  # nothing of the group is left behind
 
 
 def test_sigterm_after_the_workers_started_stops_them_all() -> None:
@@ -108,19 +118,8 @@ sys.exit(Supervisor(1, child).run())
 
 
 def test_sigterm_just_before_a_restart_forks_starts_no_worker(tmp_path: Path) -> None:
-    process = subprocess.Popen(
-        [sys.executable, "-c", _RESTART_THEN_STOP, str(tmp_path)],
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
+    process = _supervise(_RESTART_THEN_STOP, str(tmp_path))
     try:
         assert _exit_code(process, timeout=15) == 0
     finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
-        if process.stderr is not None:
-            process.stderr.close()
-    time.sleep(0.2)
-    with pytest.raises(ProcessLookupError):  # no worker was left behind
-        os.killpg(process.pid, 0)
+        _assert_group_gone(process)  # no worker was left behind
