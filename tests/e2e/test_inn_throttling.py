@@ -115,7 +115,12 @@ async def test_lookups_already_under_way_make_no_call_after_a_captcha(
         lookups = await asyncio.gather(
             *(find(server, person(doc), rid) for doc, rid in zip(docs, rids, strict=True))
         )
-        await asyncio.sleep(1.5)  # the three others' turns under the rate limit have come
+
+        async def all_answered() -> bool:  # each lookup's first try has ended and is recorded
+            details = [(await get(server, rid)).details for rid in rids]
+            return all(d != "waiting for service.nalog.ru" for d in details)
+
+        await eventually(all_answered)
 
         assert {lookup.status for lookup in lookups} == {PENDING}
         searches = sorted(t for doc in docs for t in finds_for(server, doc))
