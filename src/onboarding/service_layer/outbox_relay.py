@@ -7,8 +7,9 @@ once while the gateway dedupes by that key.
 
 A batch's messages are sent side by side, so a batch takes one SMS timeout at most and ends
 inside its lease (settings require the lease to be longer than that and a database timeout).
-No ordering is needed between them: an agreement has one message queued at a time, since a new
-code (or revoking) cancels the message of the code before it while that is still queued.
+No ordering is needed between them: a claim takes one agreement's messages one at a time,
+oldest first (see the outbox store), so a batch holds at most one of an agreement, and
+different agreements' codes are independent.
 """
 
 from __future__ import annotations
