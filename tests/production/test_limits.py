@@ -5,11 +5,15 @@ of it behind."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
 
 import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from prometheus_client import REGISTRY
 
 from onboarding.agreement.v1 import agreement_pb2 as pb
 from tests.conftest import StartServer, eventually, random_client, random_phone
@@ -50,10 +54,14 @@ async def test_beyond_the_concurrency_limit_a_call_is_refused_at_once(
         await eventually(both_searched, timeout=5)
 
         started = time.monotonic()
-        code = await code_of(server.agreements.GetAgreement(unknown_reference(), timeout=5))
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await server.agreements.GetAgreement(unknown_reference(), timeout=5)
         elapsed = time.monotonic() - started
 
-        assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
+        details = details_of(refused.value)
+        assert details.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert details.reason == "TOO_MANY_CONCURRENT_RPCS"
+        assert "x-request-id" in details.trailers
         assert elapsed < 1.0
     finally:
         lookups = await asyncio.wait_for(asyncio.gather(*holding), 15)
@@ -70,6 +78,84 @@ async def test_a_freed_slot_serves_again(start_server: StartServer) -> None:
     code = await code_of(server.agreements.GetAgreement(unknown_reference(), timeout=5))
 
     assert code == grpc.StatusCode.NOT_FOUND
+
+
+async def test_a_refused_call_is_logged_and_counted(
+    start_server: StartServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = await start_server(max_concurrent_rpcs=1, inn_wait_seconds=5, nalog_timeout_seconds=5)
+    doc = number()
+    server.nalog.script(doc, slow(1, then=found(valid_inn())))
+    refused_before = _rpcs_counted("GetAgreement", "RESOURCE_EXHAUSTED")
+    holding = asyncio.create_task(find(server, person(doc), timeout=10))
+
+    async def searched() -> bool:
+        return bool(server.nalog.finds[doc])
+
+    await eventually(searched, timeout=5)
+    with caplog.at_level(logging.INFO, logger="onboarding.rpc"):
+        code = await code_of(server.agreements.GetAgreement(unknown_reference(), timeout=5))
+    await asyncio.wait_for(holding, 15)
+
+    assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert _rpcs_counted("GetAgreement", "RESOURCE_EXHAUSTED") == refused_before + 1
+    lines = [r for r in caplog.records if getattr(r, "rpc_method", "").endswith("/GetAgreement")]
+    assert [r.grpc_code for r in lines] == ["RESOURCE_EXHAUSTED"]  # type: ignore[attr-defined]
+
+
+async def test_an_open_stream_holds_a_place_until_it_ends(start_server: StartServer) -> None:
+    server = await start_server(max_concurrent_rpcs=1)
+    health = health_pb2_grpc.HealthStub(server.channel)
+    watch = health.Watch(health_pb2.HealthCheckRequest(service=""))
+    first = await asyncio.wait_for(watch.read(), 5)
+    assert first.status == health_pb2.HealthCheckResponse.SERVING
+
+    while_open = await code_of(server.agreements.GetAgreement(unknown_reference(), timeout=5))
+    second_stream = health.Watch(health_pb2.HealthCheckRequest(service=""))
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await asyncio.wait_for(second_stream.read(), 5)
+    watch.cancel()
+
+    async def served_again() -> bool:
+        code = await code_of(server.agreements.GetAgreement(unknown_reference(), timeout=5))
+        return code == grpc.StatusCode.NOT_FOUND
+
+    assert while_open == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert details_of(refused.value).reason == "TOO_MANY_CONCURRENT_RPCS"
+    await eventually(served_again, timeout=5)
+
+
+async def test_an_open_reflection_stream_holds_a_place_too(start_server: StartServer) -> None:
+    server = await start_server(max_concurrent_rpcs=1)
+    stub = reflection_pb2_grpc.ServerReflectionStub(server.channel)
+    stream = stub.ServerReflectionInfo(timeout=10)
+    await stream.write(reflection_pb2.ServerReflectionRequest(list_services=""))
+    listed = await asyncio.wait_for(stream.read(), 5)
+    assert listed.list_services_response.service
+
+    while_open = await code_of(server.agreements.GetAgreement(unknown_reference(), timeout=5))
+    await stream.done_writing()
+    assert await asyncio.wait_for(stream.read(), 5) == grpc.aio.EOF
+
+    async def served_again() -> bool:
+        code = await code_of(server.agreements.GetAgreement(unknown_reference(), timeout=5))
+        return code == grpc.StatusCode.NOT_FOUND
+
+    assert while_open == grpc.StatusCode.RESOURCE_EXHAUSTED
+    await eventually(served_again, timeout=5)
+
+
+def _rpcs_counted(method: str, code: str) -> float:
+    value = REGISTRY.get_sample_value(
+        "onboarding_rpc_requests_total",
+        {
+            "service": "onboarding.agreement.v1.AgreementService",
+            "method": method,
+            "code": code,
+            "caller": "anonymous",
+        },
+    )
+    return value or 0.0
 
 
 async def test_an_oversized_request_is_refused_unprocessed(start_server: StartServer) -> None:

@@ -13,12 +13,17 @@ line and the metrics.
   and health's Watch writes with ``context.write``, which a wrapping generator may not mix with.
 - The deadline bounds all our work: the handler is cancelled when it passes, and whatever
   transaction it had open rolls back.
+- At most ``ONBOARDING_MAX_CONCURRENT_RPCS`` RPCs run at once, streams included; one more is
+  refused at once with RESOURCE_EXHAUSTED, reason ``TOO_MANY_CONCURRENT_RPCS``, and is logged
+  and counted like any other answer. (grpc's own ``maximum_concurrent_rpcs`` refuses without an
+  ErrorInfo, before any of this sees the call, and costs more a call than this counter.)
 """
 
 from __future__ import annotations
 
 import asyncio
 import hmac
+import inspect
 import logging
 import re
 import time
@@ -60,6 +65,11 @@ _UNDECODABLE_REQUEST = RpcError(
         ),
     ),
 )
+_BUSY = RpcError(
+    grpc.StatusCode.RESOURCE_EXHAUSTED,
+    "the server is running as many calls as it may; try again shortly",
+    "TOO_MANY_CONCURRENT_RPCS",
+)
 _TOO_LATE = RpcError(
     grpc.StatusCode.DEADLINE_EXCEEDED,
     "the deadline passed before the work was done; nothing was changed",
@@ -68,12 +78,17 @@ _TOO_LATE = RpcError(
 
 
 class RpcInterceptor(grpc.aio.ServerInterceptor):
-    def __init__(self, callers_by_token: dict[str, str] | None) -> None:
+    def __init__(
+        self, callers_by_token: dict[str, str] | None, max_concurrent_rpcs: int | None = None
+    ) -> None:
         self._tokens = (
             [(token.encode(), caller) for token, caller in callers_by_token.items()]
             if callers_by_token
             else None
         )
+        self._limit = max_concurrent_rpcs
+        #: RPCs running now; one event loop runs them all, so a plain counter holds.
+        self.active = 0
         self._wrapped: dict[tuple[str, str | None], grpc.RpcMethodHandler] = {}
 
     async def intercept_service(
@@ -102,7 +117,7 @@ class RpcInterceptor(grpc.aio.ServerInterceptor):
             return wrapped
         if caller is None:  # a stream (reflection) without a valid token
             return _refusing(handler)
-        return handler
+        return self._counted(handler)
 
     def _caller(self, method: str, metadata: Any) -> str | None:
         """The caller's name; None when authentication is on and the token is wrong."""
@@ -137,14 +152,20 @@ class RpcInterceptor(grpc.aio.ServerInterceptor):
                     await _abort(context, _UNAUTHENTICATED)
                 if isinstance(request, _Undecodable):
                     await _abort(context, _UNDECODABLE_REQUEST)
-                remaining = context.time_remaining()
-                if remaining is None:
-                    return await behaviour(request, context)
+                if self._full():
+                    await _abort(context, _BUSY)
+                self.active += 1
                 try:
-                    async with asyncio.timeout(remaining):
+                    remaining = context.time_remaining()
+                    if remaining is None:
                         return await behaviour(request, context)
-                except TimeoutError:
-                    await _abort(context, _TOO_LATE)
+                    try:
+                        async with asyncio.timeout(remaining):
+                            return await behaviour(request, context)
+                    except TimeoutError:
+                        await _abort(context, _TOO_LATE)
+                finally:
+                    self.active -= 1
             except asyncio.CancelledError:
                 # grpc cancels the handler when the caller goes away, and also when the
                 # caller's deadline passes (often before our own timeout above fires).
@@ -174,6 +195,39 @@ class RpcInterceptor(grpc.aio.ServerInterceptor):
                 )
 
         return observed
+
+    def _full(self) -> bool:
+        return self._limit is not None and self.active >= self._limit
+
+    def _counted(self, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        """A streaming handler that holds one of the concurrency limit's places while it runs.
+        grpc runs a stream handler by its kind (a coroutine writing with ``context.write``, or
+        an async generator), so the wrapper is of the same kind."""
+        if self._limit is None:
+            return handler
+        behaviour = handler.unary_stream or handler.stream_unary or handler.stream_stream
+
+        async def counted_generator(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            if self._full():
+                await _abort(context, _BUSY)
+            self.active += 1
+            try:
+                async for response in behaviour(request, context):
+                    yield response
+            finally:
+                self.active -= 1
+
+        async def counted_coroutine(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            if self._full():
+                await _abort(context, _BUSY)
+            self.active += 1
+            try:
+                return await behaviour(request, context)
+            finally:
+                self.active -= 1
+
+        counted = counted_generator if inspect.isasyncgenfunction(behaviour) else counted_coroutine
+        return _with_behaviour(handler, counted)
 
 
 class _Undecodable:
@@ -236,12 +290,19 @@ def _refusing(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
     async def refuse(_request: Any, context: grpc.aio.ServicerContext) -> None:
         await _abort(context, _UNAUTHENTICATED)
 
+    return _with_behaviour(handler, refuse)
+
+
+def _with_behaviour(
+    handler: grpc.RpcMethodHandler, behaviour: Callable[..., Any]
+) -> grpc.RpcMethodHandler:
+    """A streaming handler of the same kind and (de)serializers that runs ``behaviour``."""
     kwargs = {
         "request_deserializer": handler.request_deserializer,
         "response_serializer": handler.response_serializer,
     }
     if handler.unary_stream is not None:
-        return grpc.unary_stream_rpc_method_handler(refuse, **kwargs)
+        return grpc.unary_stream_rpc_method_handler(behaviour, **kwargs)
     if handler.stream_unary is not None:
-        return grpc.stream_unary_rpc_method_handler(refuse, **kwargs)
-    return grpc.stream_stream_rpc_method_handler(refuse, **kwargs)
+        return grpc.stream_unary_rpc_method_handler(behaviour, **kwargs)
+    return grpc.stream_stream_rpc_method_handler(behaviour, **kwargs)

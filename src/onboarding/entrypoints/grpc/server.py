@@ -37,9 +37,8 @@ class OnboardingServer:
         if callers is None:
             log.warning("ONBOARDING_AUTH_TOKENS is not set: every caller is let in unauthenticated")
         self.server = grpc.aio.server(
-            interceptors=[RpcInterceptor(callers)],
-            # Beyond this, calls get RESOURCE_EXHAUSTED at once instead of queueing.
-            maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
+            # The interceptor also holds ONBOARDING_MAX_CONCURRENT_RPCS (see there why not grpc).
+            interceptors=[RpcInterceptor(callers, settings.max_concurrent_rpcs)],
             options=[
                 ("grpc.max_receive_message_length", settings.max_message_bytes),
                 # Several workers share the port; a lone server must not share it by accident.
