@@ -103,6 +103,28 @@ async def test_a_refused_call_is_logged_and_counted(
     assert [r.grpc_code for r in lines] == ["RESOURCE_EXHAUSTED"]  # type: ignore[attr-defined]
 
 
+async def test_a_health_check_is_answered_at_the_limit(start_server: StartServer) -> None:
+    server = await start_server(max_concurrent_rpcs=1, inn_wait_seconds=5, nalog_timeout_seconds=5)
+    doc = number()
+    server.nalog.script(doc, slow(1, then=found(valid_inn())))
+    holding = asyncio.create_task(find(server, person(doc), timeout=10))
+
+    async def searched() -> bool:
+        return bool(server.nalog.finds[doc])
+
+    await eventually(searched, timeout=5)
+    health = health_pb2_grpc.HealthStub(server.channel)
+    probes = [
+        await health.Check(health_pb2.HealthCheckRequest(service=name), timeout=5)
+        for name in ("liveness", "")
+    ]
+    refused = await code_of(server.agreements.GetAgreement(unknown_reference(), timeout=5))
+    await asyncio.wait_for(holding, 15)
+
+    assert [probe.status for probe in probes] == [health_pb2.HealthCheckResponse.SERVING] * 2
+    assert refused == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
 async def test_an_open_stream_holds_a_place_until_it_ends(start_server: StartServer) -> None:
     server = await start_server(max_concurrent_rpcs=1)
     health = health_pb2_grpc.HealthStub(server.channel)

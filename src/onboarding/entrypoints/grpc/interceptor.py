@@ -13,9 +13,9 @@ line and the metrics.
   and health's Watch writes with ``context.write``, which a wrapping generator may not mix with.
 - The deadline bounds all our work: the handler is cancelled when it passes, and whatever
   transaction it had open rolls back.
-- At most ``ONBOARDING_MAX_CONCURRENT_RPCS`` RPCs run at once, streams included; one more is
-  refused at once with RESOURCE_EXHAUSTED, reason ``TOO_MANY_CONCURRENT_RPCS``, and is logged
-  and counted like any other answer. (grpc's own ``maximum_concurrent_rpcs`` refuses without an
+- At most ``ONBOARDING_MAX_CONCURRENT_RPCS`` RPCs run at once, open streams included and
+  health checks not counted; one more is refused at once with RESOURCE_EXHAUSTED, reason
+  ``TOO_MANY_CONCURRENT_RPCS``, and is logged and counted like any other answer. (grpc's own ``maximum_concurrent_rpcs`` refuses without an
   ErrorInfo, before any of this sees the call, and costs more a call than this counter.)
 """
 
@@ -86,9 +86,7 @@ class RpcInterceptor(grpc.aio.ServerInterceptor):
             if callers_by_token
             else None
         )
-        self._limit = max_concurrent_rpcs
-        #: RPCs running now; one event loop runs them all, so a plain counter holds.
-        self.active = 0
+        self._places = _Places(max_concurrent_rpcs)
         self._wrapped: dict[tuple[str, str | None], grpc.RpcMethodHandler] = {}
 
     async def intercept_service(
@@ -139,6 +137,9 @@ class RpcInterceptor(grpc.aio.ServerInterceptor):
         caller: str | None,
     ) -> Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]:
         service, _, name = method.lstrip("/").rpartition("/")
+        # A health check takes no place and is never refused: a probe refused for being busy
+        # would have Kubernetes restart (liveness) or unlist (readiness) a pod under load.
+        places = _NO_LIMIT if method.startswith(_PUBLIC_PREFIX) else self._places
 
         async def observed(request: Any, context: grpc.aio.ServicerContext) -> Any:
             rid = _request_id(context.invocation_metadata() or ())
@@ -152,9 +153,8 @@ class RpcInterceptor(grpc.aio.ServerInterceptor):
                     await _abort(context, _UNAUTHENTICATED)
                 if isinstance(request, _Undecodable):
                     await _abort(context, _UNDECODABLE_REQUEST)
-                if self._full():
+                if not places.take():
                     await _abort(context, _BUSY)
-                self.active += 1
                 try:
                     remaining = context.time_remaining()
                     if remaining is None:
@@ -165,7 +165,7 @@ class RpcInterceptor(grpc.aio.ServerInterceptor):
                     except TimeoutError:
                         await _abort(context, _TOO_LATE)
                 finally:
-                    self.active -= 1
+                    places.give_back()
             except asyncio.CancelledError:
                 # grpc cancels the handler when the caller goes away, and also when the
                 # caller's deadline passes (often before our own timeout above fires).
@@ -196,38 +196,55 @@ class RpcInterceptor(grpc.aio.ServerInterceptor):
 
         return observed
 
-    def _full(self) -> bool:
-        return self._limit is not None and self.active >= self._limit
-
     def _counted(self, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         """A streaming handler that holds one of the concurrency limit's places while it runs.
         grpc runs a stream handler by its kind (a coroutine writing with ``context.write``, or
         an async generator), so the wrapper is of the same kind."""
-        if self._limit is None:
+        if self._places.limit is None:
             return handler
+        places = self._places
         behaviour = handler.unary_stream or handler.stream_unary or handler.stream_stream
 
         async def counted_generator(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            if self._full():
+            if not places.take():
                 await _abort(context, _BUSY)
-            self.active += 1
             try:
                 async for response in behaviour(request, context):
                     yield response
             finally:
-                self.active -= 1
+                places.give_back()
 
         async def counted_coroutine(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            if self._full():
+            if not places.take():
                 await _abort(context, _BUSY)
-            self.active += 1
             try:
                 return await behaviour(request, context)
             finally:
-                self.active -= 1
+                places.give_back()
 
         counted = counted_generator if inspect.isasyncgenfunction(behaviour) else counted_coroutine
         return _with_behaviour(handler, counted)
+
+
+class _Places:
+    """The places of the concurrency limit (None: no limit). One event loop runs every RPC, so
+    a plain counter holds."""
+
+    def __init__(self, limit: int | None) -> None:
+        self.limit = limit
+        self.taken = 0
+
+    def take(self) -> bool:
+        if self.limit is not None and self.taken >= self.limit:
+            return False
+        self.taken += 1
+        return True
+
+    def give_back(self) -> None:
+        self.taken -= 1
+
+
+_NO_LIMIT = _Places(None)
 
 
 class _Undecodable:
