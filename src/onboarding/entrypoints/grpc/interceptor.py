@@ -15,8 +15,9 @@ line and the metrics.
   transaction it had open rolls back.
 - At most ``ONBOARDING_MAX_CONCURRENT_RPCS`` RPCs run at once, open streams included and
   health checks not counted; one more is refused at once with RESOURCE_EXHAUSTED, reason
-  ``TOO_MANY_CONCURRENT_RPCS``, and is logged and counted like any other answer. (grpc's own ``maximum_concurrent_rpcs`` refuses without an
-  ErrorInfo, before any of this sees the call, and costs more a call than this counter.)
+  ``TOO_MANY_CONCURRENT_RPCS``, and is logged and counted like any other answer. (grpc's own
+  ``maximum_concurrent_rpcs`` refuses without an ErrorInfo, before any of this sees the call,
+  and costs more a call than this counter.)
 """
 
 from __future__ import annotations
