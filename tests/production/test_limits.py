@@ -125,26 +125,18 @@ async def test_a_health_check_is_answered_at_the_limit(start_server: StartServer
     assert refused == grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
-async def test_an_open_stream_holds_a_place_until_it_ends(start_server: StartServer) -> None:
+async def test_an_open_health_watch_takes_no_place(start_server: StartServer) -> None:
     server = await start_server(max_concurrent_rpcs=1)
     health = health_pb2_grpc.HealthStub(server.channel)
-    watch = health.Watch(health_pb2.HealthCheckRequest(service=""))
-    first = await asyncio.wait_for(watch.read(), 5)
-    assert first.status == health_pb2.HealthCheckResponse.SERVING
+    watches = [health.Watch(health_pb2.HealthCheckRequest(service="")) for _ in range(2)]
+    firsts = [await asyncio.wait_for(watch.read(), 5) for watch in watches]
 
-    while_open = await code_of(server.agreements.GetAgreement(unknown_reference(), timeout=5))
-    second_stream = health.Watch(health_pb2.HealthCheckRequest(service=""))
-    with pytest.raises(grpc.aio.AioRpcError) as refused:
-        await asyncio.wait_for(second_stream.read(), 5)
-    watch.cancel()
+    code = await code_of(server.agreements.GetAgreement(unknown_reference(), timeout=5))
+    for watch in watches:
+        watch.cancel()
 
-    async def served_again() -> bool:
-        code = await code_of(server.agreements.GetAgreement(unknown_reference(), timeout=5))
-        return code == grpc.StatusCode.NOT_FOUND
-
-    assert while_open == grpc.StatusCode.RESOURCE_EXHAUSTED
-    assert details_of(refused.value).reason == "TOO_MANY_CONCURRENT_RPCS"
-    await eventually(served_again, timeout=5)
+    assert [first.status for first in firsts] == [health_pb2.HealthCheckResponse.SERVING] * 2
+    assert code == grpc.StatusCode.NOT_FOUND
 
 
 async def test_an_open_reflection_stream_holds_a_place_too(start_server: StartServer) -> None:
@@ -156,6 +148,10 @@ async def test_an_open_reflection_stream_holds_a_place_too(start_server: StartSe
     assert listed.list_services_response.service
 
     while_open = await code_of(server.agreements.GetAgreement(unknown_reference(), timeout=5))
+    second = stub.ServerReflectionInfo(timeout=10)
+    await second.write(reflection_pb2.ServerReflectionRequest(list_services=""))
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await asyncio.wait_for(second.read(), 5)
     await stream.done_writing()
     assert await asyncio.wait_for(stream.read(), 5) == grpc.aio.EOF
 
@@ -164,6 +160,7 @@ async def test_an_open_reflection_stream_holds_a_place_too(start_server: StartSe
         return code == grpc.StatusCode.NOT_FOUND
 
     assert while_open == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert details_of(refused.value).reason == "TOO_MANY_CONCURRENT_RPCS"
     await eventually(served_again, timeout=5)
 
 

@@ -13,11 +13,11 @@ line and the metrics.
   and health's Watch writes with ``context.write``, which a wrapping generator may not mix with.
 - The deadline bounds all our work: the handler is cancelled when it passes, and whatever
   transaction it had open rolls back.
-- At most ``ONBOARDING_MAX_CONCURRENT_RPCS`` RPCs run at once, open streams included and
-  health checks not counted; one more is refused at once with RESOURCE_EXHAUSTED, reason
-  ``TOO_MANY_CONCURRENT_RPCS``, and is logged and counted like any other answer. (grpc's own
-  ``maximum_concurrent_rpcs`` refuses without an ErrorInfo, before any of this sees the call,
-  and costs more a call than this counter.)
+- At most ``ONBOARDING_MAX_CONCURRENT_RPCS`` RPCs run at once, open reflection streams
+  included and health not counted; one more is refused at once with RESOURCE_EXHAUSTED, reason
+  ``TOO_MANY_CONCURRENT_RPCS`` (a unary one is logged and counted like any other answer).
+  grpc's own ``maximum_concurrent_rpcs`` refuses without an ErrorInfo, before any of this sees
+  the call, and costs more a call than this counter.
 """
 
 from __future__ import annotations
@@ -116,6 +116,8 @@ class RpcInterceptor(grpc.aio.ServerInterceptor):
             return wrapped
         if caller is None:  # a stream (reflection) without a valid token
             return _refusing(handler)
+        if details.method.startswith(_PUBLIC_PREFIX):
+            return handler  # health's Watch: takes no place, like Check (see _observed)
         return self._counted(handler)
 
     def _caller(self, method: str, metadata: Any) -> str | None:
@@ -138,8 +140,9 @@ class RpcInterceptor(grpc.aio.ServerInterceptor):
         caller: str | None,
     ) -> Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]:
         service, _, name = method.lstrip("/").rpartition("/")
-        # A health check takes no place and is never refused: a probe refused for being busy
-        # would have Kubernetes restart (liveness) or unlist (readiness) a pod under load.
+        # Health takes no place and is never refused: a probe refused for being busy would have
+        # Kubernetes restart (liveness) or unlist (readiness) a pod under load, and a client
+        # watching health would mark it down.
         places = _NO_LIMIT if method.startswith(_PUBLIC_PREFIX) else self._places
 
         async def observed(request: Any, context: grpc.aio.ServicerContext) -> Any:
