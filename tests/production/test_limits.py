@@ -16,6 +16,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from prometheus_client import REGISTRY
 
 from onboarding.agreement.v1 import agreement_pb2 as pb
+from onboarding.entrypoints.grpc.interceptor import RpcInterceptor
 from tests.conftest import StartServer, eventually, random_client, random_phone
 from tests.e2e.helpers import details_of
 from tests.e2e.test_agreement_support import other_code
@@ -162,6 +163,48 @@ async def test_an_open_reflection_stream_holds_a_place_too(start_server: StartSe
     assert while_open == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert details_of(refused.value).reason == "TOO_MANY_CONCURRENT_RPCS"
     await eventually(served_again, timeout=5)
+
+
+async def test_a_stream_written_by_a_coroutine_holds_a_place_too() -> None:
+    """grpc runs a coroutine stream handler (one that writes with ``context.write``) differently
+    from an async generator; the limit wraps either kind. Our one such handler is health's
+    Watch, which takes no place, so this serves a handler of that kind of its own."""
+    hold = asyncio.Event()
+
+    async def stream(_request: bytes, context: grpc.aio.ServicerContext) -> None:
+        await context.write(b"first")
+        await hold.wait()
+
+    async def unary(_request: bytes, _context: grpc.aio.ServicerContext) -> bytes:
+        return b"answer"
+
+    handlers = grpc.method_handlers_generic_handler(
+        "test.Limits",
+        {
+            "Stream": grpc.unary_stream_rpc_method_handler(stream),
+            "Unary": grpc.unary_unary_rpc_method_handler(unary),
+        },
+    )
+    server = grpc.aio.server(interceptors=[RpcInterceptor(None, max_concurrent_rpcs=1)])
+    server.add_generic_rpc_handlers((handlers,))
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            call_stream = channel.unary_stream("/test.Limits/Stream")
+            call_unary = channel.unary_unary("/test.Limits/Unary")
+            open_stream = call_stream(b"", timeout=10)
+            first = await asyncio.wait_for(open_stream.read(), 5)
+            while_open = await code_of(call_unary(b"", timeout=5))
+            hold.set()
+            await open_stream.code()
+            after = await call_unary(b"", timeout=5)
+    finally:
+        await server.stop(None)
+
+    assert first == b"first"
+    assert while_open == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert after == b"answer"
 
 
 def _rpcs_counted(method: str, code: str) -> float:
