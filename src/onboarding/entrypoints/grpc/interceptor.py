@@ -41,7 +41,8 @@ from onboarding.entrypoints.request_context import caller_var, request_id_var
 
 log = logging.getLogger("onboarding.rpc")
 
-_PUBLIC_PREFIX = "/grpc.health.v1.Health/"
+#: Health needs no token and takes no place in the concurrency limit.
+_HEALTH_PREFIX = "/grpc.health.v1.Health/"
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 _ANONYMOUS = "anonymous"
 _UNAUTHENTICATED = RpcError(
@@ -116,7 +117,7 @@ class RpcInterceptor(grpc.aio.ServerInterceptor):
             return wrapped
         if caller is None:  # a stream (reflection) without a valid token
             return _refusing(handler)
-        if details.method.startswith(_PUBLIC_PREFIX):
+        if details.method.startswith(_HEALTH_PREFIX):
             return handler  # health's Watch: takes no place, like Check (see _observed)
         return self._counted(handler)
 
@@ -124,7 +125,7 @@ class RpcInterceptor(grpc.aio.ServerInterceptor):
         """The caller's name; None when authentication is on and the token is wrong."""
         if self._tokens is None:
             return _ANONYMOUS
-        if method.startswith(_PUBLIC_PREFIX):
+        if method.startswith(_HEALTH_PREFIX):
             return _ANONYMOUS
         presented = _bearer(metadata)
         found = None
@@ -143,7 +144,7 @@ class RpcInterceptor(grpc.aio.ServerInterceptor):
         # Health takes no place and is never refused: a probe refused for being busy would have
         # Kubernetes restart (liveness) or unlist (readiness) a pod under load, and a client
         # watching health would mark it down.
-        places = _NO_LIMIT if method.startswith(_PUBLIC_PREFIX) else self._places
+        places = _NO_LIMIT if method.startswith(_HEALTH_PREFIX) else self._places
 
         async def observed(request: Any, context: grpc.aio.ServicerContext) -> Any:
             rid = _request_id(context.invocation_metadata() or ())
