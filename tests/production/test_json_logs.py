@@ -40,7 +40,8 @@ class Flow:
     exit_code: int = -1
     stderr: str = ""
     stdout: str = ""
-    #: (full method, x-request-id the client received, grpc code name), in call order.
+    #: (full method, x-request-id the client sent or else received, grpc code name), in
+    #: call order; "" when it neither sent one nor received one (a success).
     calls: list[tuple[str, str, str]] = field(default_factory=list)
     secrets: dict[str, str] = field(default_factory=dict)
 
@@ -55,16 +56,20 @@ class Flow:
         return [r for r in self.records() if r.get("logger") == RPC_LOGGER]
 
 
-async def _call(flow: Flow, method: str, call: grpc.aio.UnaryUnaryCall) -> Any:
-    """Awaits the call; records its method, the x-request-id it answered with and its code."""
+async def _call(
+    flow: Flow, method: str, call: grpc.aio.UnaryUnaryCall, sent_request_id: str = ""
+) -> Any:
+    """Awaits the call; records its method, its request id and its code. An error answer
+    carries its x-request-id; a successful one carries none."""
     answer, code = None, "OK"
     try:
         answer = await call
     except grpc.aio.AioRpcError as error:
         code = error.code().name
     metadata = await call.trailing_metadata() or ()
-    rid = next((v for k, v in metadata if k == "x-request-id"), "")
-    flow.calls.append((method, rid, code))
+    received = [v for k, v in metadata if k == "x-request-id"]
+    assert len(received) == (0 if code == "OK" else 1), (method, code, received)
+    flow.calls.append((method, sent_request_id or next(iter(received), ""), code))
     return answer
 
 
@@ -86,6 +91,7 @@ async def _run_flow(server: LocalServer, gateway: FakeSmsGateway, nalog: FakeNal
             metadata=(AUTH, ("x-request-id", GIVEN_REQUEST_ID)),
             timeout=10,
         ),
+        sent_request_id=GIVEN_REQUEST_ID,
     )
     reference = created.agreement.reference
     await gateway.wait_for(1, timeout=10)
@@ -149,6 +155,7 @@ async def flow(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Flow]:
 def test_the_calls_answered_as_expected(flow: Flow) -> None:
     assert [code for _, _, code in flow.calls] == ["OK", "INVALID_ARGUMENT", "OK", "OK"]
     assert flow.calls[0][1] == GIVEN_REQUEST_ID
+    assert flow.calls[1][1], "the wrong code's answer carried no x-request-id"
 
 
 def test_the_server_exits_0_on_sigterm(flow: Flow) -> None:
@@ -188,9 +195,11 @@ def test_rpc_lines_name_the_caller_and_the_request_id(flow: Flow) -> None:
         assert record.get("request_id"), record
 
 
-def test_the_logged_request_id_is_the_one_the_client_received(flow: Flow) -> None:
+def test_the_logged_request_id_is_the_one_the_client_sent_or_received(flow: Flow) -> None:
     by_request_id = {r.get("request_id"): r for r in flow.rpc_records()}
     for method, rid, code in flow.calls:
+        if not rid:
+            continue
         record = by_request_id.get(rid)
         assert record is not None, f"no RPC line with request_id {rid}"
         assert (record["rpc_method"], record["grpc_code"]) == (method, code)

@@ -1,5 +1,6 @@
-"""``x-request-id``: every answer carries one in its trailing metadata; a sane one given by the
-caller is echoed, anything else is replaced by a fresh one."""
+"""``x-request-id``: every error answer carries one in its trailing metadata (a sane one given by
+the caller is echoed, anything else is replaced by a fresh one); a successful answer carries
+none."""
 
 from __future__ import annotations
 
@@ -17,14 +18,19 @@ from tests.conftest import RunningServer, StartServer, random_client
 SANE = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 
 
-async def request_id_of(call: grpc.aio.UnaryUnaryCall) -> str:
-    """The x-request-id of the answer, whether the call succeeded or failed."""
+async def request_ids_of(call: grpc.aio.UnaryUnaryCall) -> list[str]:
+    """The x-request-ids in the answer's trailing metadata, whether the call succeeded or
+    failed."""
     try:
         await call
     except grpc.aio.AioRpcError:
         pass
     metadata = await call.trailing_metadata()
-    values = [v for k, v in (metadata or ()) if k == "x-request-id"]
+    return [v for k, v in (metadata or ()) if k == "x-request-id"]
+
+
+async def request_id_of(call: grpc.aio.UnaryUnaryCall) -> str:
+    values = await request_ids_of(call)
     assert len(values) == 1, f"x-request-id in trailing metadata: {values}"
     return values[0]
 
@@ -34,12 +40,16 @@ def get(server: RunningServer, **kwargs: object) -> grpc.aio.UnaryUnaryCall:
     return server.agreements.GetAgreement(request, timeout=5, **kwargs)
 
 
-async def test_a_successful_answer_carries_a_request_id(server: RunningServer) -> None:
+@pytest.mark.parametrize("given", [None, "billing-42"])
+async def test_a_successful_answer_carries_no_request_id(
+    server: RunningServer, given: str | None
+) -> None:
     request = pb.ListAgreementsRequest(id_hash=random_client(), page_size=10)
+    metadata = (("x-request-id", given),) if given else None
 
-    rid = await request_id_of(server.agreements.ListAgreements(request, timeout=5))
+    call = server.agreements.ListAgreements(request, metadata=metadata, timeout=5)
 
-    assert SANE.fullmatch(rid)
+    assert await request_ids_of(call) == []
 
 
 async def test_an_error_answer_carries_a_request_id(server: RunningServer) -> None:
@@ -54,16 +64,20 @@ async def test_an_invalid_request_answer_carries_a_request_id(server: RunningSer
     assert SANE.fullmatch(await request_id_of(call))
 
 
-async def test_inn_and_health_answers_carry_a_request_id(server: RunningServer) -> None:
+async def test_an_inn_error_answer_carries_a_request_id(server: RunningServer) -> None:
     inn_call = server.inn.GetInnLookup(
         inn_pb2.GetInnLookupRequest(request_id=str(uuid.uuid4())), timeout=5
-    )
+    )  # NOT_FOUND
+
+    assert SANE.fullmatch(await request_id_of(inn_call))
+
+
+async def test_a_health_answer_carries_no_request_id(server: RunningServer) -> None:
     health_call = health_pb2_grpc.HealthStub(server.channel).Check(
         health_pb2.HealthCheckRequest(service=""), timeout=5
     )
 
-    assert SANE.fullmatch(await request_id_of(inn_call))
-    assert SANE.fullmatch(await request_id_of(health_call))
+    assert await request_ids_of(health_call) == []
 
 
 async def test_an_unauthenticated_answer_carries_a_request_id(start_server: StartServer) -> None:

@@ -15,6 +15,7 @@ from google.protobuf.message import Message
 from google.rpc import error_details_pb2, status_pb2
 
 from onboarding.domain import errors
+from onboarding.entrypoints.request_context import request_id_var
 from onboarding.service_layer.errors import BackendUnavailable, WriteConflict
 
 log = logging.getLogger(__name__)
@@ -156,8 +157,10 @@ def translate_errors(method: Method[T]) -> Method[T]:
 
 
 async def abort(context: grpc.aio.ServicerContext, error: RpcError) -> None:
-    """Ends the call with the error, keeping the trailers already set (the x-request-id):
-    grpc's own abort replaces them."""
-    await context.abort(
-        error.code, error.message, (*error.trailers(), *context.trailing_metadata())
-    )
+    """Ends the call with the error. Its trailers also carry the call's ``x-request-id`` (see
+    the interceptor): an error is when a caller needs it to ask about the call."""
+    request_id = request_id_var.get()
+    trailers = error.trailers()
+    if request_id:
+        trailers = (*trailers, ("x-request-id", request_id))
+    await context.abort(error.code, error.message, trailers)

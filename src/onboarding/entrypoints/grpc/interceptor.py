@@ -4,10 +4,12 @@ line and the metrics.
 - Authentication (when ``ONBOARDING_AUTH_TOKENS`` is set): ``authorization: Bearer <token>``
   on every RPC but health, compared in constant time with every known token; UNAUTHENTICATED
   with reason ``UNAUTHENTICATED`` otherwise.
-- ``x-request-id``: the caller's (when it is sane) or a new one. It goes back in the response's
-  trailing metadata, on success and on error alike, and into every log line written while the
-  RPC runs. (Trailers, not headers: initial metadata sent on its own is one more batch through
-  grpc's core, about a tenth of a small RPC's cost; trailers go with the status.)
+- ``x-request-id``: the caller's (when it is sane) or a new one. It goes into every log line
+  written while the RPC runs, and back in the trailing metadata of an error answer. Not of a
+  successful one: one more trailer costs grpc about a tenth of a small RPC, and a success
+  already names what a caller would ask about (the agreement's reference, the lookup's
+  request_id). (Trailers, not headers: initial metadata sent on its own is one more batch
+  through grpc's core.)
 - Streaming RPCs (health Watch, reflection) are authenticated like the rest, but written to
   neither the access log nor the RPC metrics: they last as long as the client keeps them open,
   and health's Watch writes with ``context.write``, which a wrapping generator may not mix with.
@@ -153,7 +155,6 @@ class RpcInterceptor(grpc.aio.ServerInterceptor):
             started = time.perf_counter()
             code = grpc.StatusCode.OK
             try:
-                context.set_trailing_metadata((("x-request-id", rid),))
                 if caller is None:
                     await _abort(context, _UNAUTHENTICATED)
                 if isinstance(request, _Undecodable):
