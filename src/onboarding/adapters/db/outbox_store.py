@@ -19,17 +19,16 @@ from sqlalchemy import and_, bindparam, exists, func, or_, select, update
 from onboarding.adapters.db import direct
 from onboarding.adapters.db.errors import database_errors
 from onboarding.adapters.db.leases import LeasedStore, claim_statement
-from onboarding.adapters.db.tables import agreements, outbox_messages
+from onboarding.adapters.db.tables import agreements, outbox_messages, queued
 from onboarding.domain.agreement import DeliveryStatus
 from onboarding.service_layer.outbox_relay import DeliveryOutcome
 
-_QUEUED = DeliveryStatus.QUEUED.value
 _earlier = outbox_messages.alias("earlier")
 # An agreement's messages are handed over one at a time, in the order they were queued: a
 # newer code never reaches the gateway before the one it replaced has been sent or has failed.
 _FIRST_OF_ITS_AGREEMENT = ~exists().where(
     _earlier.c.agreement_reference == outbox_messages.c.agreement_reference,
-    _earlier.c.status == _QUEUED,
+    queued(_earlier),
     or_(
         _earlier.c.create_time < outbox_messages.c.create_time,
         and_(
@@ -41,7 +40,7 @@ _FIRST_OF_ITS_AGREEMENT = ~exists().where(
 _CLAIM = claim_statement(
     outbox_messages,
     outbox_messages.c.message_id,
-    outbox_messages.c.status == _QUEUED,
+    queued(outbox_messages),
     _FIRST_OF_ITS_AGREEMENT,
     returning=[
         outbox_messages.c.message_id,
@@ -53,6 +52,10 @@ _CLAIM = claim_statement(
 )
 
 _t = outbox_messages
+# The statements on one message compare the status with a bound value, unlike those that scan
+# the queue (see ``queued``): the primary key is then the only index that can serve them, and
+# the queue's indexes, however long the queue grows, never are.
+_QUEUED = DeliveryStatus.QUEUED.value
 _FINISH = direct.Statement(
     update(_t)
     .where(_t.c.message_id == bindparam("mid"), _t.c.status == _QUEUED)
@@ -138,7 +141,7 @@ class SqlOutboxStore(LeasedStore):
     async def backlog(self) -> tuple[int, datetime | None]:
         """How many messages wait, and since when the oldest does."""
         t = outbox_messages
-        stmt = select(func.count(), func.min(t.c.create_time)).where(t.c.status == _QUEUED)
+        stmt = select(func.count(), func.min(t.c.create_time)).where(queued(t))
         async with self._engine.connect() as conn:
             count, oldest = (await conn.execute(stmt)).one()
         return int(count), oldest

@@ -60,6 +60,7 @@ _EXPEDITE_OUTBOX = Statement(
     update(outbox_messages)
     .where(
         outbox_messages.c.message_id == bindparam("key"),
+        # Bound, not ``queued``: the primary key is the index for one message (see there).
         outbox_messages.c.status == DeliveryStatus.QUEUED.value,
         outbox_messages.c.next_attempt_time > bindparam("now"),
     )

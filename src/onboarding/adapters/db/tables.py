@@ -13,9 +13,14 @@ from sqlalchemy import (
     Table,
     Text,
     Uuid,
+    literal_column,
+    text,
 )
+from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.sql.selectable import NamedFromClause
 
 from onboarding.adapters.db.types import UtcDateTime
+from onboarding.domain.agreement import DeliveryStatus
 
 metadata = MetaData(
     naming_convention={
@@ -60,6 +65,9 @@ phone_send_quotas = Table(
     Column("send_times", Text, nullable=False, default=""),
 )
 
+#: The condition of the outbox's partial indexes: the messages not yet sent or failed.
+OUTBOX_QUEUED_SQL = f"status = '{DeliveryStatus.QUEUED.value}'"
+
 outbox_messages = Table(
     "outbox_messages",
     metadata,
@@ -75,9 +83,29 @@ outbox_messages = Table(
     Column("create_time", UtcDateTime, nullable=False),
     Column("finish_time", UtcDateTime, nullable=True),
     Column("last_error", String(200), nullable=True),
-    Index("ix_outbox_messages_status_next_attempt_time", "status", "next_attempt_time"),
-    Index("ix_outbox_messages_agreement_reference", "agreement_reference"),
+    # The outbox keeps every message's row (without its payload) after the hand-over; its two
+    # indexes hold only the queue, so they stay as small as the queue however long the history.
+    Index(
+        "ix_outbox_messages_queued_next_attempt_time",
+        "next_attempt_time",
+        postgresql_where=text(OUTBOX_QUEUED_SQL),
+        sqlite_where=text(OUTBOX_QUEUED_SQL),
+    ),
+    Index(
+        "ix_outbox_messages_queued_agreement_reference",
+        "agreement_reference",
+        postgresql_where=text(OUTBOX_QUEUED_SQL),
+        sqlite_where=text(OUTBOX_QUEUED_SQL),
+    ),
 )
+
+
+def queued(outbox: NamedFromClause) -> ColumnElement[bool]:
+    """``status = 'QUEUED'`` with the value written into the SQL. A bound value would keep the
+    databases from using the partial indexes above: a statement prepared once must suit any
+    value, and SQLite matches an index's condition only against the same literal."""
+    return outbox.c.status == literal_column(f"'{DeliveryStatus.QUEUED.value}'")
+
 
 # -- INN lookups ---------------------------------------------------------------------------
 
