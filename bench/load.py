@@ -81,13 +81,14 @@ async def _run(plan: Plan) -> dict[str, Any]:
         latencies: list[float] = []
         errors: dict[str, int] = {}
         answered = 0  # every call answered, warm-up included: what the server's CPU time paid for
+        succeeded = 0  # of those, the ones answered OK
         loop = asyncio.get_running_loop()
         start = loop.time()
         measure_from = start + plan.warmup
         stop = measure_from + plan.duration
 
         async def caller() -> None:
-            nonlocal answered
+            nonlocal answered, succeeded
             while True:
                 began = time.perf_counter()
                 now = loop.time()
@@ -101,6 +102,7 @@ async def _run(plan: Plan) -> dict[str, Any]:
                     if now >= measure_from:
                         errors[error.code().name] = errors.get(error.code().name, 0) + 1
                 answered += 1
+                succeeded += ok
                 if ok and now >= measure_from and loop.time() <= stop:
                     latencies.append(time.perf_counter() - began)
 
@@ -110,6 +112,7 @@ async def _run(plan: Plan) -> dict[str, Any]:
         "errors": errors,
         "duration": plan.duration,
         "answered": answered,
+        "succeeded": succeeded,
     }
 
 

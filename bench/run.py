@@ -30,10 +30,11 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
+from functools import partial
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
@@ -219,12 +220,25 @@ class Load:
         self._pool.shutdown()
 
     def slice(
-        self, address: str, rpc: str, seconds: float, server: int, quiet: list[int], **data: Any
+        self,
+        address: str,
+        rpc: str,
+        seconds: float,
+        server: int,
+        quiet: list[int],
+        delivered: Callable[[], int] | None = None,
+        **data: Any,
     ) -> Sample:
         """One slice against the server at ``address`` (process ``server``), then a wait until
         every process in ``quiet`` is idle, so that the work the slice left behind is done
-        and charged to it."""
+        and charged to it.
+
+        With ``delivered`` (how many SMS the gateway has received), every call answered OK is
+        owed one SMS, and the slice lasts until the last of them has reached the gateway: a
+        server whose SMS fall behind its answers is not credited with answers it cannot
+        sustain."""
         cpu_before, main_before = cpu_seconds(server), cpu_seconds(server, server)
+        sent_before = delivered() if delivered is not None else 0
         started = time.monotonic()
         plan = Plan(
             address=address,
@@ -236,6 +250,8 @@ class Load:
             confirmations=data.get("confirmations", []),
         )
         results = list(self._pool.map(run_plan, [plan] * self._config.processes))
+        owed = sum(r["succeeded"] for r in results)
+        lag = wait_delivered(delivered, sent_before + owed) if delivered is not None else 0.0
         wall = time.monotonic() - started
         main = cpu_seconds(server, server) - main_before
         wait_idle(quiet)
@@ -248,11 +264,24 @@ class Load:
         # The processes ran side by side: their calls share one slice of time.
         return replace(
             merged,
-            seconds=seconds,
+            seconds=seconds + lag,
             cpu_seconds=cpu_seconds(server) - cpu_before,
             main_thread_seconds=main,
             wall_seconds=wall,
         )
+
+
+def wait_delivered(delivered: Callable[[], int], total: int, timeout: float = 60.0) -> float:
+    """Seconds until ``delivered()`` reaches ``total``."""
+    started = time.monotonic()
+    while delivered() < total and time.monotonic() - started < timeout:
+        time.sleep(0.01)
+    return time.monotonic() - started
+
+
+def sms_received(sink_port: int) -> int:
+    with urllib.request.urlopen(f"http://127.0.0.1:{sink_port}/received") as reply:
+        return int(reply.read())
 
 
 def cpu_seconds(pid: int, thread: int | None = None) -> float:
@@ -426,8 +455,14 @@ def section(config: Config, load: Load, database: str, work: Path) -> list[Row]:
                         load.slice(bare_address, "Health/Check", half, bare.pid, quiet)
                     )
                 else:
+                    # A CreateAgreement counts once its SMS has reached the gateway.
+                    delivered = (
+                        partial(sms_received, stack.sink_port) if rpc == "CreateAgreement" else None
+                    )
                     slices[who].append(
-                        load.slice(stack.address, rpc, half, stack.server.pid, quiet, **data)
+                        load.slice(
+                            stack.address, rpc, half, stack.server.pid, quiet, delivered, **data
+                        )
                     )
             ours, paired = Sample.merge(slices["ours"]), Sample.merge(slices["bare"])
             floor.extend(slices["bare"])

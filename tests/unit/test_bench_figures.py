@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from bench.run import Sample, cpu_seconds, wait_idle
+from bench.run import Sample, cpu_seconds, wait_delivered, wait_idle
 
 
 def test_slices_merge_calls_time_latencies_and_errors() -> None:
@@ -87,3 +87,21 @@ def test_cpu_time_is_read_for_a_process_and_for_its_main_thread() -> None:
         busy.kill()
         busy.wait()
     assert 0.3 <= main <= process
+
+
+def test_waiting_for_delivery_lasts_until_the_count_is_reached() -> None:
+    started = time.monotonic()
+
+    def delivered() -> int:  # one SMS every 50 ms
+        return int((time.monotonic() - started) / 0.05)
+
+    lag = wait_delivered(delivered, 4)
+
+    assert delivered() >= 4
+    assert 0.15 <= lag < 5
+
+
+def test_waiting_for_delivery_gives_up_after_its_timeout() -> None:
+    lag = wait_delivered(lambda: 0, 1, timeout=0.1)
+
+    assert 0.1 <= lag < 1
