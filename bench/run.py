@@ -4,9 +4,10 @@
 
 For each database it starts, as separate processes: the bare server (grpc.health.v1 only), a
 fake SMS gateway, a fake service.nalog.ru and `onboarding serve`. It drives each with the same
-closed-loop load (client processes × callers), and prints RPS, p50, p99, the server's peak
-RSS, its CPU time per call and how busy its main thread was, with each RPS as a ratio to the
-bare server's. Ratios, not absolute numbers, are what carry from one machine to another.
+closed-loop load (client processes × callers), and prints RPS, p50, p99, the server's peak RSS
+and CPU time per call (each with its SMS sender helper's) and how busy its main thread was,
+with each RPS as a ratio to the bare server's. Ratios, not absolute numbers, are what carry
+from one machine to another.
 
 A shared machine's speed drifts by tens of percent within minutes, so each RPC is measured in
 step with the bare server, in the order bare, ours, ours, bare (half the duration each): the
@@ -32,7 +33,7 @@ import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from multiprocessing import get_context
@@ -76,8 +77,8 @@ class Row:
     p99_ms: float
     errors: dict[str, int]
     peak_rss_mb: float
-    #: The server's CPU time (all its threads) per call answered, warm-up and the work a
-    #: slice left behind (an SMS backlog) included.
+    #: The server's CPU time (all its threads, and its SMS helper's) per call answered,
+    #: warm-up and the work a slice left behind (an SMS backlog) included.
     cpu_us_per_call: float
     #: How busy the server's main thread (the event loop's, which runs all our Python) was
     #: during the slices: 1.0 is a whole core.
@@ -145,11 +146,32 @@ def stop(process: subprocess.Popen[str]) -> None:
             process.wait()
 
 
+def process_tree(pid: int) -> list[int]:
+    """The process and every process under it: the server and its SMS sender helper."""
+    tree, unseen = [], [pid]
+    while unseen:
+        current = unseen.pop()
+        tree.append(current)
+        with suppress(OSError):  # gone meanwhile
+            for task in Path(f"/proc/{current}/task").iterdir():
+                unseen.extend(int(child) for child in (task / "children").read_text().split())
+    return tree
+
+
+def status_mb(pid: int, field: str) -> float:
+    """A memory figure of /proc/PID/status (VmHWM, VmRSS) of the process and those under it,
+    summed: the helper's memory is the server's cost too."""
+    total = 0.0
+    for member in process_tree(pid):
+        with suppress(OSError):
+            for line in Path(f"/proc/{member}/status").read_text().splitlines():
+                if line.startswith(f"{field}:"):
+                    total += int(line.split()[1]) / 1024
+    return total
+
+
 def peak_rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
+    return status_mb(pid, "VmHWM")
 
 
 @dataclass
@@ -162,7 +184,7 @@ class Sample:
     errors: dict[str, int]
     #: Calls answered from the start of the warm-up to the end, for the cost per call.
     answered: int = 0
-    #: The server's CPU time over the slice and what it left behind, all threads.
+    #: The server's CPU time (its helper's too) over the slice and what it left behind.
     cpu_seconds: float = 0.0
     #: Its main thread's CPU time over the slice, and the slice's wall time.
     main_thread_seconds: float = 0.0
@@ -237,7 +259,7 @@ class Load:
         owed one SMS, and the slice lasts until the last of them has reached the gateway: a
         server whose SMS fall behind its answers is not credited with answers it cannot
         sustain."""
-        cpu_before, main_before = cpu_seconds(server), cpu_seconds(server, server)
+        cpu_before, main_before = tree_cpu_seconds(server), cpu_seconds(server, server)
         sent_before = delivered() if delivered is not None else 0
         started = time.monotonic()
         plan = Plan(
@@ -265,7 +287,7 @@ class Load:
         return replace(
             merged,
             seconds=seconds + lag,
-            cpu_seconds=cpu_seconds(server) - cpu_before,
+            cpu_seconds=tree_cpu_seconds(server) - cpu_before,
             main_thread_seconds=main,
             wall_seconds=wall,
         )
@@ -291,13 +313,24 @@ def cpu_seconds(pid: int, thread: int | None = None) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU time of a process and of the processes under it (the server's SMS helper)."""
+    total = 0.0
+    for member in process_tree(pid):
+        with suppress(OSError):
+            total += cpu_seconds(member)
+    return total
+
+
 def wait_idle(pids: list[int], *, share: float = 0.05, timeout: float = 30.0) -> None:
     """Until each process uses less than ``share`` of a core over a quarter second."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        before = [cpu_seconds(pid) for pid in pids]
+        before = [tree_cpu_seconds(pid) for pid in pids]
         time.sleep(0.25)
-        if all(cpu_seconds(pid) - b < share * 0.25 for pid, b in zip(pids, before, strict=True)):
+        if all(
+            tree_cpu_seconds(pid) - b < share * 0.25 for pid, b in zip(pids, before, strict=True)
+        ):
             return
 
 

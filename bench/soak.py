@@ -3,8 +3,8 @@
     python -m bench.soak [--minutes 10] [--database sqlite|postgres]
 
 Every RPC of both services, in a mix, from client processes in a closed loop. The server's RSS
-is sampled every 5 s; the run passes when RSS at the end is less than 10% above RSS after the
-first minute, and no call failed.
+(with its SMS sender helper's) is sampled every 5 s; the run passes when RSS at the end is less
+than 10% above RSS after the first minute, and no call failed.
 """
 
 from __future__ import annotations
@@ -24,14 +24,12 @@ from typing import Any
 import grpc
 
 from bench.load import PERSON
-from bench.run import ROOT, serving
+from bench.run import ROOT, serving, status_mb
 
 
 def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
+    """The server's RSS with its SMS sender helper's."""
+    return status_mb(pid, "VmRSS")
 
 
 async def _traffic(address: str, seconds: float, callers: int) -> dict[str, Any]:

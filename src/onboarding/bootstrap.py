@@ -23,6 +23,7 @@ from onboarding.adapters.db.unit_of_work import SqlAutocommitWork, SqlUnitOfWork
 from onboarding.adapters.nalog import NalogClient
 from onboarding.adapters.rate_limit import RateLimiter
 from onboarding.adapters.sms import ConsoleSmsBackend, HttpSmsGateway, SmsBackend
+from onboarding.adapters.sms_process import SmsSenderProcess
 from onboarding.config import Settings
 from onboarding.domain import events
 from onboarding.domain.retry import RetryPolicy
@@ -198,10 +199,17 @@ def build(
 def sms_backend(settings: Settings) -> SmsBackend:
     if settings.sms_gateway_url:
         token = settings.sms_gateway_token
+        secret = token.get_secret_value() if token else None
+        if settings.sms_sender_process:
+            return SmsSenderProcess(
+                settings.sms_gateway_url,
+                secret,
+                timeout_seconds=settings.sms_timeout_seconds,
+                log_format=settings.log_format,
+                log_level=settings.log_level,
+            )
         return HttpSmsGateway(
-            settings.sms_gateway_url,
-            token.get_secret_value() if token else None,
-            timeout_seconds=settings.sms_timeout_seconds,
+            settings.sms_gateway_url, secret, timeout_seconds=settings.sms_timeout_seconds
         )
     log.warning("ONBOARDING_SMS_GATEWAY_URL is not set: codes are printed to stdout (dev only)")
     return ConsoleSmsBackend()

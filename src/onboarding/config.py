@@ -78,6 +78,8 @@ class Settings(BaseSettings):
     sms_retry_first_delay_seconds: PositiveSeconds = 1.0
     sms_retry_max_delay_seconds: PositiveSeconds = 300.0
     sms_max_attempts: PositiveInt = 10
+    #: Hand SMS to the gateway from a helper process (off the gRPC event loop), or inline.
+    sms_sender_process: bool = True
     #: How often the outbox relay looks for due messages it was not told about.
     outbox_poll_seconds: PositiveSeconds = 1.0
     work_lease_seconds: PositiveSeconds = 30.0

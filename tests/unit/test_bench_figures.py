@@ -8,7 +8,15 @@ import time
 
 import pytest
 
-from bench.run import Sample, cpu_seconds, wait_delivered, wait_idle
+from bench.run import (
+    Sample,
+    cpu_seconds,
+    process_tree,
+    status_mb,
+    tree_cpu_seconds,
+    wait_delivered,
+    wait_idle,
+)
 
 
 def test_slices_merge_calls_time_latencies_and_errors() -> None:
@@ -105,3 +113,39 @@ def test_waiting_for_delivery_gives_up_after_its_timeout() -> None:
     lag = wait_delivered(lambda: 0, 1, timeout=0.1)
 
     assert 0.1 <= lag < 1
+
+
+def test_a_servers_figures_include_the_processes_under_it() -> None:
+    """The SMS sender helper runs under the server: its CPU and memory are the server's cost."""
+    parent = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import subprocess, sys\n"
+            "child = subprocess.Popen([sys.executable, '-c', "
+            "'import sys, time\\nend = time.time() + 0.6\\nwhile time.time() < end: pass\\n"
+            "print(1, flush=True)\\nsys.stdin.read()'], stdin=subprocess.PIPE, "
+            "stdout=subprocess.PIPE, text=True)\n"
+            "print(child.pid, flush=True)\n"
+            "child.stdout.readline()\n"
+            "print('done', flush=True)\n"
+            "sys.stdin.read()",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert parent.stdout is not None
+        child = int(parent.stdout.readline())
+        assert parent.stdout.readline() == "done\n"  # the child spun for 0.6 s
+        tree = process_tree(parent.pid)
+        alone, together = cpu_seconds(parent.pid), tree_cpu_seconds(parent.pid)
+        rss_child = status_mb(child, "VmRSS")
+        rss_both = status_mb(parent.pid, "VmRSS")
+    finally:
+        parent.kill()
+        parent.wait()
+    assert tree == [parent.pid, child]
+    assert together - alone >= 0.3
+    assert rss_both > rss_child > 0

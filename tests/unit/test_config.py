@@ -20,6 +20,7 @@ def test_contract_defaults() -> None:
     assert s.otp_message_template == "Код подтверждения: {code}"
     assert (s.sms_retry_first_delay_seconds, s.sms_retry_max_delay_seconds) == (1, 300)
     assert s.sms_max_attempts == 10
+    assert s.sms_sender_process is True
     assert s.work_lease_seconds == 30
     assert s.nalog_base_url == "https://service.nalog.ru"
     assert (s.inn_wait_seconds, s.inn_max_attempts, s.inn_retry_delay_seconds) == (20, 5, 30)
