@@ -64,6 +64,16 @@ async def given_up(sender: SmsSenderProcess, within: float = 5.0) -> bool:
     return sender.helper_pid is None
 
 
+async def helper_killed(sender: SmsSenderProcess) -> int:
+    """A helper started by one send, then killed and seen gone by the sender: its pid."""
+    assert (await sender.send(uuid4(), PHONE, TEXT)).result is DeliveryResult.SENT
+    helper = sender.helper_pid
+    assert helper is not None
+    os.kill(helper, signal.SIGKILL)
+    assert await given_up(sender)
+    return helper
+
+
 async def test_the_helper_posts_the_contract_body_and_headers(
     fake: FakeSmsGateway, sender: SmsSenderProcess
 ) -> None:
@@ -178,11 +188,7 @@ async def test_without_pidfds_a_helpers_exit_is_awaited_in_a_thread(
     monkeypatch.delattr(os, "pidfd_open")
     sender = SmsSenderProcess(fake.url, TOKEN, restart_interval_seconds=0)
     try:
-        assert (await sender.send(uuid4(), PHONE, TEXT)).result is DeliveryResult.SENT
-        helper = sender.helper_pid
-        assert helper is not None
-        os.kill(helper, signal.SIGKILL)
-        assert await given_up(sender)
+        helper = await helper_killed(sender)
         assert await gone(helper)
 
         assert (await sender.send(uuid4(), PHONE, TEXT)).result is DeliveryResult.SENT
@@ -195,11 +201,7 @@ async def test_helpers_are_started_at_most_once_per_restart_interval(
 ) -> None:
     sender = SmsSenderProcess(fake.url, TOKEN, restart_interval_seconds=60)
     try:
-        assert (await sender.send(uuid4(), PHONE, TEXT)).result is DeliveryResult.SENT
-        helper = sender.helper_pid
-        assert helper is not None
-        os.kill(helper, signal.SIGKILL)
-        assert await given_up(sender)
+        helper = await helper_killed(sender)
 
         outcome = await sender.send(uuid4(), PHONE, TEXT)
 

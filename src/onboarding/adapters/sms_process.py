@@ -47,8 +47,8 @@ RESTART_INTERVAL_SECONDS = 1.0
 STARTUP_SECONDS = 30.0
 #: The helper's main (an entrypoint; named here, not imported).
 HELPER_MODULE = "onboarding.entrypoints.sms_sender"
-#: One line holds one message; the limit only bounds a helper gone wrong.
-_LINE_LIMIT = 1 << 20
+#: Longest line either side reads: one line holds one message; the bound is for one gone wrong.
+LINE_LIMIT = 1 << 20
 #: The helper's first line: it has its settings and takes messages.
 _READY = b'"ready"\n'
 
@@ -166,7 +166,7 @@ class _Helper:
         assert process.stdin is not None and process.stdout is not None
         try:
             loop = asyncio.get_running_loop()
-            stdout = asyncio.StreamReader(limit=_LINE_LIMIT)
+            stdout = asyncio.StreamReader(limit=LINE_LIMIT)
             await loop.connect_read_pipe(
                 lambda: asyncio.StreamReaderProtocol(stdout), process.stdout
             )

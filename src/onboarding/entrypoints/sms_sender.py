@@ -11,13 +11,13 @@ import json
 import sys
 
 from onboarding.adapters.sms import HttpSmsGateway
-from onboarding.adapters.sms_process import serve_sends
+from onboarding.adapters.sms_process import LINE_LIMIT, serve_sends
 from onboarding.entrypoints.logging import configure
 
 
 async def run() -> None:
     loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader(limit=1 << 20)
+    reader = asyncio.StreamReader(limit=LINE_LIMIT)
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
     writer, stdout = await loop.connect_write_pipe(_Stdout, sys.stdout)
     settings = json.loads(await reader.readline())
