@@ -207,6 +207,7 @@ def sms_backend(settings: Settings) -> SmsBackend:
                 timeout_seconds=settings.sms_timeout_seconds,
                 log_format=settings.log_format,
                 log_level=settings.log_level,
+                on_start=metrics.record_sms_sender_start,
             )
         return HttpSmsGateway(
             settings.sms_gateway_url, secret, timeout_seconds=settings.sms_timeout_seconds

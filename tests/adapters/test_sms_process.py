@@ -139,8 +139,12 @@ async def test_many_side_by_side_each_go_once_through_one_helper(
 
 
 async def test_a_helper_killed_mid_send_retries_its_sends_and_a_new_one_takes_over(
-    fake: FakeSmsGateway, sender: SmsSenderProcess
+    fake: FakeSmsGateway,
 ) -> None:
+    starts: list[str] = []
+    sender = SmsSenderProcess(
+        fake.url, TOKEN, timeout_seconds=2.0, restart_interval_seconds=0, on_start=starts.append
+    )
     assert (await sender.send(uuid4(), PHONE, TEXT)).result is DeliveryResult.SENT
     first = sender.helper_pid
     assert first is not None
@@ -155,6 +159,8 @@ async def test_a_helper_killed_mid_send_retries_its_sends_and_a_new_one_takes_ov
     assert (await sender.send(uuid4(), PHONE, TEXT)).result is DeliveryResult.SENT
     assert sender.helper_pid not in (None, first)
     assert await gone(first)
+    assert starts == ["started", "started"]
+    await sender.close()
 
 
 async def test_a_helper_that_stops_answering_is_killed_and_replaced(fake: FakeSmsGateway) -> None:
@@ -216,12 +222,14 @@ async def test_a_helper_that_cannot_start_is_a_retry(
     fake: FakeSmsGateway, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(sys, "executable", "/nonexistent/python")
-    sender = SmsSenderProcess(fake.url, TOKEN)
+    starts: list[str] = []
+    sender = SmsSenderProcess(fake.url, TOKEN, on_start=starts.append)
 
     outcome = await sender.send(uuid4(), PHONE, TEXT)
 
     assert outcome == SmsOutcome(DeliveryResult.RETRY, "sender process unavailable")
     assert fake.requests == []
+    assert starts == ["failed"]
     await sender.close()
 
 

@@ -19,10 +19,11 @@ from prometheus_client.mmap_dict import MmapedDict
 from onboarding.agreement.v1 import agreement_pb2 as pb
 from onboarding.agreement.v1 import agreement_pb2_grpc
 from onboarding.inn.v1 import inn_pb2
-from tests.conftest import eventually
+from tests.conftest import eventually, random_client, random_phone
 from tests.e2e.conftest import free_port
 from tests.e2e.test_inn_helpers import FOUND, number, person
 from tests.fakes.nalog import FakeNalog, found, valid_inn
+from tests.fakes.sms_gateway import FakeSmsGateway
 from tests.faults.conftest import Servers, child_pids
 from tests.production.conftest import LocalServer, Scrape, scrape, start_local_server
 
@@ -199,3 +200,24 @@ def _rpcs_counted_by(pid: int) -> float:
     assert len(files) == 1, f"worker {pid} maps {files}"
     values = MmapedDict(files.pop(), read_mode=True).read_all_values()
     return sum(value for key, value, _ in values if json.loads(key)[1] == RPCS)
+
+
+async def test_sms_hand_overs_and_helper_starts_are_counted(tmp_path: Path) -> None:
+    async with FakeSmsGateway() as gateway:
+        server = await start_local_server(tmp_path / "server", sms_gateway_url=gateway.url)
+        try:
+            request = pb.CreateAgreementRequest(id_hash=random_client(), phone=random_phone())
+            await server.agreements.CreateAgreement(request, timeout=5)
+            await gateway.wait_for(1, timeout=10)
+
+            async def counted() -> bool:
+                scraped = await scrape(server.metrics_port)
+                return scraped.value("onboarding_sms_deliveries_total", outcome="sent") == 1
+
+            await eventually(counted, timeout=10)
+            after = await scrape(server.metrics_port)
+        finally:
+            await server.close()
+
+    assert after.value("onboarding_sms_sender_starts_total", result="started") == 1
+    assert after.value("onboarding_sms_sender_starts_total", result="failed") == 0

@@ -35,6 +35,12 @@ SMS = Counter(
     "Hand-overs of codes to the SMS gateway, by outcome (sent, retry, failed).",
     ["outcome"],
 )
+SMS_SENDER_STARTS = Counter(
+    "onboarding_sms_sender_starts_total",
+    "Starts of the SMS helper process, by result (started, failed); more than one started per "
+    "server process means helpers died or hung and were replaced.",
+    ["result"],
+)
 OUTBOX_BACKLOG = Gauge(
     "onboarding_outbox_backlog",
     "SMS waiting in the outbox.",
@@ -85,6 +91,10 @@ def record_rpc(service: str, method: str, code: str, caller: str, seconds: float
 
 def record_sms(outcome: str) -> None:
     _series(SMS, outcome.lower()).inc()
+
+
+def record_sms_sender_start(result: str) -> None:
+    _series(SMS_SENDER_STARTS, result).inc()
 
 
 def record_nalog_call(verdict: str) -> None:

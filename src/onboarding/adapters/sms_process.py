@@ -32,6 +32,7 @@ import logging
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from typing import Any
 from uuid import UUID
 
@@ -67,6 +68,7 @@ class SmsSenderProcess:
         log_level: str = "INFO",
         answer_margin_seconds: float = ANSWER_MARGIN_SECONDS,
         restart_interval_seconds: float = RESTART_INTERVAL_SECONDS,
+        on_start: Callable[[str], None] = lambda _result: None,
     ) -> None:
         self._settings = _line(
             {
@@ -83,6 +85,8 @@ class SmsSenderProcess:
         self._helper: _Helper | None = None
         self._starting = asyncio.Lock()
         self._last_start: float | None = None
+        #: Told "started" or "failed" for every helper start (metrics).
+        self._on_start = on_start
 
     @property
     def helper_pid(self) -> int | None:
@@ -126,7 +130,9 @@ class SmsSenderProcess:
                 self._helper = await _Helper.start(self._settings)
             except (OSError, TimeoutError) as error:
                 log.warning("sms sender process did not start: %s", type(error).__name__)
+                self._on_start("failed")
                 return None
+            self._on_start("started")
             return self._helper
 
 
