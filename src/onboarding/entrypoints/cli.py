@@ -7,12 +7,13 @@ import asyncio
 import logging
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from pydantic import ValidationError
 
 from onboarding import __version__
 from onboarding.config import Settings
+from onboarding.entrypoints.event_loop import loop_factory
 
 log = logging.getLogger("onboarding")
 
@@ -135,15 +136,6 @@ def _serve_one(settings: Settings, *, metrics_here: bool = True) -> int:
     async def run() -> None:
         await serve_until_signalled(bootstrap.build(settings))
 
-    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+    with asyncio.Runner(loop_factory=loop_factory()) as runner:
         runner.run(run())
     return 0
-
-
-def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
-    """uvloop where it is installed (it is a dependency; the asyncio loop is the fallback)."""
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover
-        return None
-    return uvloop.new_event_loop

@@ -12,6 +12,7 @@ import sys
 
 from onboarding.adapters.sms import HttpSmsGateway
 from onboarding.adapters.sms_process import LINE_LIMIT, serve_sends
+from onboarding.entrypoints.event_loop import loop_factory
 from onboarding.entrypoints.logging import configure
 
 
@@ -46,12 +47,8 @@ class _Stdout(asyncio.Protocol):
 
 
 def main() -> None:
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvloop is a dependency
-        asyncio.run(run())
-    else:
-        uvloop.run(run())
+    with asyncio.Runner(loop_factory=loop_factory()) as runner:
+        runner.run(run())
 
 
 if __name__ == "__main__":
