@@ -6,7 +6,7 @@ import pytest
 
 from onboarding.agreement.v1 import agreement_pb2 as pb
 from tests.conftest import RunningServer, random_client, random_phone
-from tests.e2e.test_agreement_support import code_for, create
+from tests.e2e.test_agreement_support import code_for, create, delivery_becomes
 
 
 async def _client_with_seven(server: RunningServer) -> tuple[str, list[str]]:
@@ -77,6 +77,8 @@ async def test_listing_shows_each_agreement_as_get_does(server: RunningServer) -
     client, phone = random_client(), random_phone()
     created = await create(server, phone=phone, client=client)
     await code_for(server, phone)
+    # The gateway has the code before the relay records SENT: wait until the agreement stands.
+    await delivery_becomes(server, created.reference, pb.OTP_DELIVERY_STATUS_SENT)
 
     [listed] = (await _list(server, client)).agreements
     fetched = await server.agreements.GetAgreement(
