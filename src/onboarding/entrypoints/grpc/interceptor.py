@@ -39,9 +39,11 @@ from google.rpc import error_details_pb2
 
 from onboarding.adapters import metrics
 from onboarding.entrypoints.grpc.errors import RpcError, abort
+from onboarding.entrypoints.logging import AccessLog
 from onboarding.entrypoints.request_context import caller_var, request_id_var
 
 log = logging.getLogger("onboarding.rpc")
+_access_log = AccessLog(log)
 
 #: Health needs no token and takes no place in the concurrency limit.
 _HEALTH_PREFIX = "/grpc.health.v1.Health/"
@@ -186,19 +188,7 @@ class RpcInterceptor(grpc.aio.ServerInterceptor):
                 seconds = time.perf_counter() - started
                 code_name = code.name
                 metrics.record_rpc(service, name, code_name, caller or _ANONYMOUS, seconds)
-                log.info(
-                    "%s %s %.1fms",
-                    method,
-                    code_name,
-                    seconds * 1000,
-                    extra={
-                        "rpc_method": method,
-                        "grpc_code": code_name,
-                        "duration_ms": round(seconds * 1000, 3),
-                        "caller": caller or _ANONYMOUS,
-                        "request_id": rid,
-                    },
-                )
+                _access_log(method, code_name, seconds, caller or _ANONYMOUS, rid)
 
         return observed
 
