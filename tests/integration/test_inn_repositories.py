@@ -11,13 +11,14 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import random
+import re
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
 from cryptography.exceptions import InvalidTag
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from onboarding.adapters.crypto import Keyring
@@ -53,6 +54,9 @@ POSTGRES_ONLY = pytest.mark.parametrize(
 
 
 # -- helpers -------------------------------------------------------------------------------
+
+
+PENDING_INDEX = "ix_inn_lookups_pending_person_key"
 
 
 def person(n: int = 0, *, last_name: str = "Ёлкин", middle_name: str = "Петрович") -> PersonData:
@@ -314,6 +318,61 @@ async def test_finish_pending_updates_only_that_persons_pending_lookups(
             expected.attempts,
             expected.finish_time,
         )
+
+
+async def test_finishing_a_persons_lookups_reads_only_the_pending_ones(
+    fresh_engine: AsyncEngine, clock: MutableClock
+) -> None:
+    """Behind the pending lookups lie every finished one (each cached FindInn adds one): the
+    index by person holds only the pending, and the statement that finishes them reads that
+    index, not the history."""
+    stored = StoredAnswer(LookupStatus.FOUND, VALID_INN, T0 + timedelta(days=1))
+    history = [
+        InnLookup.from_stored_answer(f"done-{n}", key_of(person(n)), stored, T0) for n in range(200)
+    ]
+    await add_lookups(fresh_engine, clock, *history, InnLookup.start("p-1", key_of(person(1)), T0))
+    with statements(fresh_engine) as seen:
+        async with uow(fresh_engine, clock) as work:
+            await work.inn_lookups.finish_pending(
+                key_of(person(1)),
+                status=LookupStatus.FOUND,
+                inn=VALID_INN,
+                details="",
+                attempts=1,
+                now=T0,
+            )
+            await work.commit()
+    [sql] = [s for s in seen if s.lstrip().upper().startswith("UPDATE INN_LOOKUPS")]
+
+    async with fresh_engine.connect() as conn:
+        if fresh_engine.dialect.name == "postgresql":
+            definition = (
+                await conn.execute(
+                    text("SELECT indexdef FROM pg_indexes WHERE indexname = :name"),
+                    {"name": PENDING_INDEX},
+                )
+            ).scalar()
+            driver = (await conn.get_raw_connection()).driver_connection
+            await driver.execute("SET plan_cache_mode = force_generic_plan")
+            await driver.execute(f"PREPARE finish AS {sql}")
+            nulls = ", ".join(["NULL"] * len(set(re.findall(r"\$\d+", sql))))
+            plan = str(await driver.fetch(f"EXPLAIN EXECUTE finish({nulls})"))
+            await driver.execute("DEALLOCATE finish")
+        else:
+            definition = (
+                await conn.execute(
+                    text("SELECT sql FROM sqlite_master WHERE name = :name"),
+                    {"name": PENDING_INDEX},
+                )
+            ).scalar()
+            driver = conn.sync_connection.connection.driver_connection  # type: ignore[union-attr]
+            plan = str(
+                driver.execute("EXPLAIN QUERY PLAN " + sql, [None] * sql.count("?")).fetchall()
+            )
+    assert "status = 'PENDING'" in definition.replace("::text", "").replace("(", "").replace(
+        ")", ""
+    )
+    assert PENDING_INDEX in plan, plan
 
 
 # -- inn_jobs ------------------------------------------------------------------------------

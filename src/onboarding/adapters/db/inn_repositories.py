@@ -17,7 +17,13 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from onboarding.adapters.crypto import Sealer
 from onboarding.adapters.db.direct import Connection, Statement
-from onboarding.adapters.db.tables import inn_jobs, inn_lookups, inn_results, upstream_pauses
+from onboarding.adapters.db.tables import (
+    inn_jobs,
+    inn_lookups,
+    inn_results,
+    pending,
+    upstream_pauses,
+)
 from onboarding.adapters.db.types import UtcDateTime
 from onboarding.domain.inn import (
     STORED_ANSWER_DETAILS,
@@ -27,7 +33,6 @@ from onboarding.domain.inn import (
     StoredAnswer,
 )
 
-_PENDING = LookupStatus.PENDING.value
 # Built once; values bound at execution (see ``direct``).
 _LOOKUP = Statement(select(inn_lookups).where(inn_lookups.c.request_id == bindparam("request_id")))
 _INSERT_LOOKUP = Statement(insert(inn_lookups))
@@ -38,7 +43,7 @@ _STORED = Statement(
 )
 _FINISH_PENDING = Statement(
     update(inn_lookups)
-    .where(inn_lookups.c.person_key == bindparam("key"), inn_lookups.c.status == _PENDING)
+    .where(inn_lookups.c.person_key == bindparam("key"), pending(inn_lookups))
     .values(
         status=bindparam("status"),
         inn=bindparam("inn"),
@@ -335,5 +340,5 @@ def pending_join() -> Any:
     """lookups LEFT JOIN their person's job, for the progress of a pending lookup."""
     return inn_lookups.outerjoin(
         inn_jobs,
-        and_(inn_jobs.c.person_key == inn_lookups.c.person_key, inn_lookups.c.status == _PENDING),
+        and_(inn_jobs.c.person_key == inn_lookups.c.person_key, pending(inn_lookups)),
     )

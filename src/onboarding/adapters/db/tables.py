@@ -21,6 +21,7 @@ from sqlalchemy.sql.selectable import NamedFromClause
 
 from onboarding.adapters.db.types import UtcDateTime
 from onboarding.domain.agreement import DeliveryStatus
+from onboarding.domain.inn import LookupStatus
 
 metadata = MetaData(
     naming_convention={
@@ -110,6 +111,16 @@ def queued(outbox: NamedFromClause) -> ColumnElement[bool]:
 
 # -- INN lookups ---------------------------------------------------------------------------
 
+#: The condition of the lookups' partial index: the lookups still waiting for an answer.
+_PENDING = f"'{LookupStatus.PENDING.value}'"
+_PENDING_ONLY = f"status = {_PENDING}"
+
+
+def pending(lookups: NamedFromClause) -> ColumnElement[bool]:
+    """``status = 'PENDING'`` written into the SQL, for the partial index (as ``queued``)."""
+    return lookups.c.status == literal_column(_PENDING)
+
+
 inn_lookups = Table(
     "inn_lookups",
     metadata,
@@ -123,7 +134,14 @@ inn_lookups = Table(
     Column("attempts", Integer, nullable=False),
     Column("create_time", UtcDateTime, nullable=False),
     Column("finish_time", UtcDateTime, nullable=True),
-    Index("ix_inn_lookups_person_key_status", "person_key", "status"),
+    # Only the pending lookups, which an answer finishes by person: a finished lookup (every
+    # cached one, from the start) writes no index entry but its key's.
+    Index(
+        "ix_inn_lookups_pending_person_key",
+        "person_key",
+        postgresql_where=text(_PENDING_ONLY),
+        sqlite_where=text(_PENDING_ONLY),
+    ),
 )
 
 # One row per person with a lookup in progress; the only place passport data ever rests,
