@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from uuid import uuid4
 
 import pytest
@@ -64,8 +66,18 @@ class TestKeyDerivation:
 
 
 class TestMac:
-    def test_is_hmac_sha256(self) -> None:
-        assert len(Mac(b"k" * 32)(b"data")) == 32
+    def test_is_hmac_sha256_of_the_length_prefixed_parts(self) -> None:
+        """The MACs stored in the database (phones, people, codes) depend on this framing: it
+        must never change."""
+        framed = b"\x00\x00\x00\x02ab\x00\x00\x00\x00\x00\x00\x00\x03xyz"
+        expected = hmac.new(b"k" * 32, framed, hashlib.sha256).digest()
+        assert Mac(b"k" * 32)(b"ab", b"", b"xyz") == expected
+
+    def test_each_mac_starts_from_the_key_alone(self) -> None:
+        mac = Mac(b"k" * 32)
+        first = mac(b"data")
+        mac(b"other", b"parts")
+        assert mac(b"data") == first == Mac(b"k" * 32)(b"data")
 
     def test_parts_are_length_prefixed(self) -> None:
         mac = Mac(b"k" * 32)
