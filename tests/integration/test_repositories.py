@@ -385,6 +385,43 @@ async def quota_rows(engine: AsyncEngine, phone_mac: bytes) -> int:
         return int(result.scalar_one())
 
 
+async def test_a_quota_asked_for_twice_in_one_unit_is_one_quota_and_one_row(
+    engine: AsyncEngine,
+) -> None:
+    phone_mac = new_agreement(with_otp=False).phone_mac
+
+    async with unit_of_work(engine) as uow:
+        first = await uow.phone_quotas.get_for_update(phone_mac)
+        first.take(T0, POLICY.max_sends_per_phone, POLICY.phone_window)
+        second = await uow.phone_quotas.get_for_update(phone_mac)
+        assert second is first
+        second.take(T0 + timedelta(seconds=1), POLICY.max_sends_per_phone, POLICY.phone_window)
+        await uow.commit()
+    async with unit_of_work(engine) as uow:
+        again = await uow.phone_quotas.get_for_update(phone_mac)
+
+    assert again.send_times == [T0, T0 + timedelta(seconds=1)]
+    assert await quota_rows(engine, phone_mac) == 1
+
+
+async def test_a_new_phones_quota_is_written_once(engine: AsyncEngine, db_kind: str) -> None:
+    """SQLite's write transaction holds the database's write lock: the quota is read, and a new
+    phone's row written by the flush alone. PostgreSQL makes the row to lock it, then updates."""
+    phone_mac = new_agreement(with_otp=False).phone_mac
+    with statements(engine) as seen:
+        async with unit_of_work(engine) as uow:
+            quota = await uow.phone_quotas.get_for_update(phone_mac)
+            quota.take(T0, POLICY.max_sends_per_phone, POLICY.phone_window)
+            await uow.commit()
+    writes = [
+        s.split()[0].upper()
+        for s in seen
+        if "phone_send_quotas" in s and s.split()[0].upper() in {"INSERT", "UPDATE"}
+    ]
+    assert writes == (["INSERT"] if db_kind == "sqlite" else ["INSERT", "UPDATE"]), seen
+    assert await quota_rows(engine, phone_mac) == 1
+
+
 async def test_a_quota_read_without_commit_leaves_no_row(engine: AsyncEngine) -> None:
     phone_mac = new_agreement(with_otp=False).phone_mac
 

@@ -17,7 +17,7 @@ from typing import Any
 from uuid import UUID
 
 from sqlalchemy import bindparam, insert, select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects import postgresql
 
 from onboarding.adapters.crypto import Sealer
 from onboarding.adapters.db.direct import Connection, Statement
@@ -48,10 +48,18 @@ def _quota_upsert(dialect_insert: Any) -> Any:
     ).returning(phone_send_quotas.c.send_times)
 
 
+# PostgreSQL locks the quota's row, made if missing. SQLite's write transaction already holds
+# the database's one write lock: a read is enough, and a new phone's row is written once, by
+# the flush (the upsert then the update wrote it twice).
 _LOCK_QUOTA = {
     "postgresql": Statement(_quota_upsert(postgresql.insert)),
-    "sqlite": Statement(_quota_upsert(sqlite.insert)),
+    "sqlite": Statement(
+        select(phone_send_quotas.c.send_times).where(
+            phone_send_quotas.c.phone_mac == bindparam("phone_mac")
+        )
+    ),
 }
+_INSERT_QUOTA = Statement(insert(phone_send_quotas))
 _UPDATE_QUOTA = Statement(
     update(phone_send_quotas).where(phone_send_quotas.c.phone_mac == bindparam("key"))
 )
@@ -131,14 +139,17 @@ class SqlAgreementRepository:
 class SqlPhoneQuotaRepository:
     def __init__(self, conn: Connection) -> None:
         self._conn = conn
-        self._tracked: list[tuple[PhoneSendQuota, str]] = []
+        #: Each quota handed out, with its text as stored (None: no row yet).
+        self._tracked: list[tuple[PhoneSendQuota, str | None]] = []
 
     async def get_for_update(self, phone_mac: bytes) -> PhoneSendQuota:
+        for quota, _stored in self._tracked:
+            if quota.phone_mac == phone_mac:  # asked again in this unit of work: one row
+                return quota
         statement = _LOCK_QUOTA[self._conn.dialect_name]
         found = await self._conn.fetch_one(statement, {"phone_mac": phone_mac})
-        assert found is not None, "the upsert returns the row it made or locked"
-        stored: str = found.send_times
-        times = [datetime.fromtimestamp(float(t), UTC) for t in stored.split()]
+        stored: str | None = found.send_times if found is not None else None
+        times = [datetime.fromtimestamp(float(t), UTC) for t in (stored or "").split()]
         quota = PhoneSendQuota(phone_mac=phone_mac, send_times=times)
         self._tracked.append((quota, stored))
         return quota
@@ -146,7 +157,11 @@ class SqlPhoneQuotaRepository:
     async def flush(self) -> None:
         for quota, stored in self._tracked:
             encoded = " ".join(f"{t.timestamp():.6f}" for t in quota.send_times)
-            if encoded != stored:
+            if stored is None:
+                self._conn.defer(
+                    _INSERT_QUOTA, {"phone_mac": quota.phone_mac, "send_times": encoded}
+                )
+            elif encoded != stored:
                 self._conn.defer(_UPDATE_QUOTA, {"key": quota.phone_mac, "send_times": encoded})
         self._tracked.clear()
 
