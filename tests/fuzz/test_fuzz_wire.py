@@ -4,11 +4,11 @@
   type, known numbers with the wrong wire type, repeated known fields) parse, and the server
   answers them as it answers the message they parse to.
 * Random bytes and corrupted serializations: what the local parser accepts must be answered per
-  the contract. What it refuses our server answers itself (the interceptor parses requests
+  the contract. What it refuses our server answers itself (the observer parses requests
   tolerantly): INVALID_ARGUMENT, reason INVALID_REQUEST, with a BadRequest whose one violation
   names the whole request (the empty path). Left to itself grpc's asyncio server would answer
   UNKNOWN, "Unexpected <class 'DecodeError'>…", without our details; the test still accepts
-  that shape of answer, should a method ever be served without the interceptor, and checks
+  that shape of answer, should a method ever be served without the observer, and checks
   that the server keeps serving.
 """
 

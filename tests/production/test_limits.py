@@ -16,7 +16,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from prometheus_client import REGISTRY
 
 from onboarding.agreement.v1 import agreement_pb2 as pb
-from onboarding.entrypoints.grpc.interceptor import RpcInterceptor
+from onboarding.entrypoints.grpc.observer import ObservedServer, RpcObserver
 from tests.conftest import StartServer, eventually, random_client, random_phone
 from tests.e2e.helpers import details_of
 from tests.e2e.test_agreement_support import other_code
@@ -185,8 +185,10 @@ async def test_a_stream_written_by_a_coroutine_holds_a_place_too() -> None:
             "Unary": grpc.unary_unary_rpc_method_handler(unary),
         },
     )
-    server = grpc.aio.server(interceptors=[RpcInterceptor(None, max_concurrent_rpcs=1)])
-    server.add_generic_rpc_handlers((handlers,))
+    server = grpc.aio.server()
+    ObservedServer(server, RpcObserver(None, max_concurrent_rpcs=1)).add_generic_rpc_handlers(
+        (handlers,)
+    )
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     try:

@@ -158,7 +158,7 @@ def translate_errors(method: Method[T]) -> Method[T]:
 
 async def abort(context: grpc.aio.ServicerContext, error: RpcError) -> None:
     """Ends the call with the error. Its trailers also carry the call's ``x-request-id`` (see
-    the interceptor): an error is when a caller needs it to ask about the call."""
+    the observer): an error is when a caller needs it to ask about the call."""
     request_id = request_id_var.get()
     trailers = error.trailers()
     if request_id:

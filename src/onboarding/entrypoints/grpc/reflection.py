@@ -65,7 +65,8 @@ class _MethodAwarePool:
         return getattr(self._pool, name)
 
 
-def enable(server: grpc.aio.Server, service_names: Iterable[str]) -> None:
+def enable(server: Any, service_names: Iterable[str]) -> None:
+    """Registers reflection on ``server`` (a grpc server, or one that observes its methods)."""
     _register_v1_descriptor()
     names = [*service_names, V1, V1ALPHA]
     pool = _MethodAwarePool(descriptor_pool.Default())

@@ -16,7 +16,7 @@ from onboarding.config import Settings
 from onboarding.entrypoints.grpc import reflection
 from onboarding.entrypoints.grpc.agreement_servicer import AgreementServicer
 from onboarding.entrypoints.grpc.inn_servicer import InnServicer
-from onboarding.entrypoints.grpc.interceptor import RpcInterceptor
+from onboarding.entrypoints.grpc.observer import ObservedServer, RpcObserver
 from onboarding.entrypoints.health import HealthMonitor
 from onboarding.inn.v1 import inn_pb2, inn_pb2_grpc
 
@@ -37,8 +37,6 @@ class OnboardingServer:
         if callers is None:
             log.warning("ONBOARDING_AUTH_TOKENS is not set: every caller is let in unauthenticated")
         self.server = grpc.aio.server(
-            # The interceptor also holds ONBOARDING_MAX_CONCURRENT_RPCS (see there why not grpc).
-            interceptors=[RpcInterceptor(callers, settings.max_concurrent_rpcs)],
             options=[
                 ("grpc.max_receive_message_length", settings.max_message_bytes),
                 # Several workers share the port; a lone server must not share it by accident.
@@ -47,8 +45,11 @@ class OnboardingServer:
                 ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
             ],
         )
+        # Every method registers observed: authentication, request ids, deadline, the access
+        # log, metrics and ONBOARDING_MAX_CONCURRENT_RPCS (see observer, and there why not grpc's).
+        observed = ObservedServer(self.server, RpcObserver(callers, settings.max_concurrent_rpcs))
         agreement_pb2_grpc.add_AgreementServiceServicer_to_server(
-            AgreementServicer(container.agreements, settings.phone_default_region), self.server
+            AgreementServicer(container.agreements, settings.phone_default_region), observed
         )
         inn_pb2_grpc.add_InnServiceServicer_to_server(
             InnServicer(
@@ -56,11 +57,11 @@ class OnboardingServer:
                 settings.inn_wait_seconds,
                 today=lambda: container.clock().date(),
             ),
-            self.server,
+            observed,
         )
         self.health = HealthServicer()
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
-        reflection.enable(self.server, [*SERVICES, "grpc.health.v1.Health"])
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, observed)
+        reflection.enable(observed, [*SERVICES, "grpc.health.v1.Health"])
         self.monitor = HealthMonitor(
             self.health,
             container.reader.ping,
