@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import socket
@@ -177,6 +178,34 @@ async def test_gateway_gone_after_first_send_is_retried() -> None:
 
     assert outcome.result is DeliveryResult.RETRY
     assert_no_secrets(outcome)
+
+
+async def test_an_answer_that_is_not_http_is_retried() -> None:
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"220 smtp.example ESMTP ready\r\n\r\n")
+        await writer.drain()
+        await asyncio.sleep(0.5)
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    async with server:
+        port = server.sockets[0].getsockname()[1]
+        client = HttpSmsGateway(f"http://127.0.0.1:{port}/sms", TOKEN, timeout_seconds=2.0)
+        outcome = await client.send(uuid4(), PHONE, TEXT)
+        await client.close()
+    assert outcome.result is DeliveryResult.RETRY
+    assert outcome.detail.startswith("bad response")
+    assert_no_secrets(outcome)
+
+
+@pytest.mark.parametrize(
+    ("url", "token"),
+    [("ftp://sms.example/", None), ("http://sms.example/", "token\r\nX-Injected: 1")],
+)
+def test_a_gateway_no_request_can_reach_is_refused_at_once(url: str, token: str | None) -> None:
+    with pytest.raises(ValueError):
+        HttpSmsGateway(url, token)
 
 
 async def test_one_session_is_reused_and_close_is_idempotent(

@@ -4,9 +4,11 @@ Every backend answers with an :class:`SmsOutcome` instead of raising on network 
 delivery worker only has to decide between "done", "try again later" and "give up":
 
 * 2xx: :attr:`DeliveryResult.SENT`;
-* 429, 5xx, a timeout, a refused or broken connection: :attr:`DeliveryResult.RETRY`;
-* any other status (other 4xx, 1xx, 3xx) or a request that can never succeed:
-  :attr:`DeliveryResult.FAILED`.
+* 429, 5xx, a timeout, a refused or broken connection, an answer that is not HTTP:
+  :attr:`DeliveryResult.RETRY`;
+* any other status (other 4xx, 1xx, 3xx): :attr:`DeliveryResult.FAILED`.
+
+A URL or a token that no request can carry is refused when the gateway is made.
 
 The outcome's ``detail`` is short and machine-friendly ("http 503", "timeout") and never holds
 the phone number or the text: the text carries a one-time code.
@@ -14,13 +16,13 @@ the phone number or the text: the text carries a one-time code.
 
 from __future__ import annotations
 
-import contextlib
+import json
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
 from uuid import UUID
 
-import aiohttp
+from onboarding.adapters.http1 import BadResponse, Http1Client
 
 
 class DeliveryResult(StrEnum):
@@ -54,10 +56,11 @@ def classify_status(status: int) -> DeliveryResult:
 
 
 class HttpSmsGateway:
-    """``POST $ONBOARDING_SMS_GATEWAY_URL`` as the contract describes it.
+    """``POST $ONBOARDING_SMS_GATEWAY_URL`` as the contract describes it, over kept-alive
+    connections (see :mod:`onboarding.adapters.http1`).
 
-    One ``aiohttp.ClientSession`` is created on the first ``send`` (inside the running loop) and
-    reused for every later call until :meth:`close`.
+    The client is made on the first ``send`` (inside the running loop) and reused for every
+    later call until :meth:`close`; a send after that makes a new one.
     """
 
     def __init__(
@@ -69,61 +72,42 @@ class HttpSmsGateway:
         max_connections: int = 32,
     ) -> None:
         self._url = url
-        self._token = token or None
-        self._timeout = aiohttp.ClientTimeout(total=timeout_seconds)
+        self._auth = [("Authorization", f"Bearer {token}")] if token else []
+        self._timeout = timeout_seconds
         self._max_connections = max_connections
-        self._session: aiohttp.ClientSession | None = None
+        self._client: Http1Client | None = None
+        # A URL or token the request cannot carry fails here, at start, not at each send.
+        Http1Client(url).request(self._headers(UUID(int=0)), b"")
 
-    def _get_session(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=self._max_connections),
-                timeout=self._timeout,
-            )
-        return self._session
-
-    def _headers(self, message_id: UUID) -> dict[str, str]:
-        headers = {"Idempotency-Key": str(message_id)}
-        if self._token is not None:
-            headers["Authorization"] = f"Bearer {self._token}"
-        return headers
+    def _headers(self, message_id: UUID) -> list[tuple[str, str]]:
+        return [
+            ("Content-Type", "application/json"),
+            ("Idempotency-Key", str(message_id)),
+            *self._auth,
+        ]
 
     async def send(self, message_id: UUID, phone_e164: str, text: str) -> SmsOutcome:
-        body = {"message_id": str(message_id), "phone": phone_e164, "text": text}
+        client = self._client
+        if client is None:
+            client = self._client = Http1Client(self._url, max_connections=self._max_connections)
+        body = json.dumps({"message_id": str(message_id), "phone": phone_e164, "text": text})
+        request = client.request(self._headers(message_id), body.encode())
         try:
-            async with self._get_session().post(
-                self._url,
-                json=body,  # sets Content-Type: application/json
-                headers=self._headers(message_id),
-                timeout=self._timeout,
-                allow_redirects=False,
-            ) as response:
-                status = response.status
-                # The status line is the gateway's answer; a body that breaks off afterwards
-                # (or times out: TimeoutError is an OSError) changes nothing about it.
-                # The body is drained and dropped, never logged.
-                with contextlib.suppress(aiohttp.ClientError, OSError):
-                    await response.read()
-        except TimeoutError:  # asyncio.TimeoutError and aiohttp's timeouts are TimeoutError
+            status = await client.post(request, within_seconds=self._timeout)
+        except TimeoutError:
             return SmsOutcome(DeliveryResult.RETRY, "timeout")
-        except aiohttp.ClientConnectorError as exc:
-            refused = isinstance(exc.os_error, ConnectionRefusedError)
-            detail = "connection refused" if refused else "connection error"
-            return SmsOutcome(DeliveryResult.RETRY, detail)
-        except aiohttp.ClientConnectionError as exc:
+        except ConnectionRefusedError:
+            return SmsOutcome(DeliveryResult.RETRY, "connection refused")
+        except BadResponse as exc:
+            return SmsOutcome(DeliveryResult.RETRY, f"bad response: {exc}")
+        except OSError as exc:  # resets, DNS, TLS: all worth another try
             return SmsOutcome(DeliveryResult.RETRY, f"connection error: {type(exc).__name__}")
-        except aiohttp.ClientPayloadError:
-            return SmsOutcome(DeliveryResult.RETRY, "payload error")
-        except OSError as exc:
-            return SmsOutcome(DeliveryResult.RETRY, f"os error: {type(exc).__name__}")
-        except aiohttp.ClientError as exc:  # e.g. an invalid URL: retrying will not help
-            return SmsOutcome(DeliveryResult.FAILED, f"client error: {type(exc).__name__}")
         return SmsOutcome(classify_status(status), f"http {status}")
 
     async def close(self) -> None:
-        session, self._session = self._session, None
-        if session is not None and not session.closed:
-            await session.close()
+        client, self._client = self._client, None
+        if client is not None:
+            await client.close()
 
 
 class ConsoleSmsBackend:
