@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from bench.ab import Measurement, environment, medians, schedule
 from bench.run import (
     Sample,
     cpu_seconds,
@@ -149,3 +150,27 @@ def test_a_servers_figures_include_the_processes_under_it() -> None:
     assert tree == [parent.pid, child]
     assert together - alone >= 0.3
     assert rss_both > rss_child > 0
+
+
+def test_an_ab_variant_is_settings_or_nothing() -> None:
+    assert environment("-") == {}
+    assert environment("PYTHONPATH=/tmp/a/src,ONBOARDING_SMS_SENDER_PROCESS=false") == {
+        "PYTHONPATH": "/tmp/a/src",
+        "ONBOARDING_SMS_SENDER_PROCESS": "false",
+    }
+    with pytest.raises(ValueError):
+        environment("PYTHONPATH")
+
+
+def test_ab_rounds_alternate_which_variant_goes_first() -> None:
+    assert schedule(3) == ["a", "b", "b", "a", "a", "b"]
+
+
+def test_ab_medians_are_per_variant() -> None:
+    measured = [
+        Measurement("a", 100.0, 10.0, 20.0, 1.0),
+        Measurement("b", 300.0, 30.0, 60.0, 3.0),
+        Measurement("a", 200.0, 20.0, 40.0, 2.0),
+        Measurement("a", 900.0, 90.0, 180.0, 9.0),
+    ]
+    assert medians(measured, "a") == Measurement("a", 200.0, 20.0, 40.0, 2.0)
