@@ -142,6 +142,9 @@ class Settings(BaseSettings):
         parts = urlsplit(value or "")
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ValueError("must be an http:// or https:// URL with a host")
+        if info.field_name == "sms_gateway_url" and (parts.username or parts.password):
+            # The gateway's client sends no credentials from its URL.
+            raise ValueError("must not hold credentials: set ONBOARDING_SMS_GATEWAY_TOKEN")
         return value
 
     @field_validator("otp_message_template")

@@ -110,7 +110,9 @@ def test_host_header_of_a_default_port_and_of_an_ipv6_address() -> None:
     assert b"\r\nHost: [::1]:8080\r\n" in Http1Client("http://[::1]:8080").request([], b"")
 
 
-@pytest.mark.parametrize("url", ["ftp://sms.example/", "sms.example", "http:///path"])
+@pytest.mark.parametrize(
+    "url", ["ftp://sms.example/", "sms.example", "http:///path", "https://u:p@sms.example/"]
+)
 def test_a_url_that_is_not_http_is_refused(url: str) -> None:
     with pytest.raises(ValueError):
         Http1Client(url)

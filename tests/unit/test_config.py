@@ -44,6 +44,7 @@ def test_contract_defaults() -> None:
         ({"phone_default_region": "RUS"}, "region"),
         ({"sms_gateway_url": "gateway.local/sms"}, "http://"),
         ({"sms_gateway_url": "ftp://gateway.local/sms"}, "http://"),
+        ({"sms_gateway_url": "https://user:pw@gateway.local/sms"}, "ONBOARDING_SMS_GATEWAY_TOKEN"),
         ({"nalog_base_url": "service.nalog.ru"}, "http://"),
         ({"nalog_base_url": ""}, "http://"),
         ({"secret_key": "CHANGE-ME-to-at-least-16-random-characters"}, "CHANGE-ME"),

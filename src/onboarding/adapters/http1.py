@@ -143,6 +143,8 @@ class Http1Client:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError("needs an http:// or https:// URL with a host")
+        if parts.username or parts.password:
+            raise ValueError("sends no credentials from its URL")
         self._host = parts.hostname
         self._port = parts.port or (443 if parts.scheme == "https" else 80)
         https = parts.scheme == "https"
