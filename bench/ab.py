@@ -23,16 +23,15 @@ import argparse
 import statistics
 import tempfile
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 
 from bench.run import (
     Config,
     Load,
     cpu_seconds,
+    deliveries,
     prepare,
     serving,
-    sms_received,
     wait_idle,
 )
 
@@ -93,7 +92,7 @@ def measure(load: Load, config: Config, variant: str, env: dict[str, str], rpc: 
             server, gateway = stack.server.pid, stack.sink.pid
             wait_idle([server, gateway])
             main_before, gateway_before = cpu_seconds(server, server), cpu_seconds(gateway)
-            delivered = partial(sms_received, stack.sink_port) if rpc == "CreateAgreement" else None
+            delivered = deliveries(rpc, stack.sink_port)
             sample = load.slice(
                 stack.address,
                 rpc,

@@ -306,6 +306,12 @@ def sms_received(sink_port: int) -> int:
         return int(reply.read())
 
 
+def deliveries(rpc: str, sink_port: int) -> Callable[[], int] | None:
+    """What a slice of ``rpc`` waits for after its last answer: a CreateAgreement counts once
+    its SMS has reached the gateway (see ``Load.slice``)."""
+    return partial(sms_received, sink_port) if rpc == "CreateAgreement" else None
+
+
 def cpu_seconds(pid: int, thread: int | None = None) -> float:
     """CPU time (user and system) of a process, or of one of its threads."""
     stat = Path(f"/proc/{pid}/stat" if thread is None else f"/proc/{pid}/task/{thread}/stat")
@@ -488,10 +494,7 @@ def section(config: Config, load: Load, database: str, work: Path) -> list[Row]:
                         load.slice(bare_address, "Health/Check", half, bare.pid, quiet)
                     )
                 else:
-                    # A CreateAgreement counts once its SMS has reached the gateway.
-                    delivered = (
-                        partial(sms_received, stack.sink_port) if rpc == "CreateAgreement" else None
-                    )
+                    delivered = deliveries(rpc, stack.sink_port)
                     slices[who].append(
                         load.slice(
                             stack.address, rpc, half, stack.server.pid, quiet, delivered, **data

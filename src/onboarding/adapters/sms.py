@@ -59,8 +59,7 @@ class HttpSmsGateway:
     """``POST $ONBOARDING_SMS_GATEWAY_URL`` as the contract describes it, over kept-alive
     connections (see :mod:`onboarding.adapters.http1`).
 
-    The client is made on the first ``send`` (inside the running loop) and reused for every
-    later call until :meth:`close`; a send after that makes a new one.
+    One client serves every call until :meth:`close`; a send after that makes a new one.
     """
 
     def __init__(
@@ -75,9 +74,12 @@ class HttpSmsGateway:
         self._auth = [("Authorization", f"Bearer {token}")] if token else []
         self._timeout = timeout_seconds
         self._max_connections = max_connections
-        self._client: Http1Client | None = None
-        # A URL or token the request cannot carry fails here, at start, not at each send.
-        Http1Client(url).request(self._headers(UUID(int=0)), b"")
+        self._client: Http1Client | None = self._new_client()
+        # A token the request cannot carry fails here, at start, as a bad URL did just above.
+        self._client.request(self._headers(UUID(int=0)), b"")
+
+    def _new_client(self) -> Http1Client:
+        return Http1Client(self._url, max_connections=self._max_connections)
 
     def _headers(self, message_id: UUID) -> list[tuple[str, str]]:
         return [
@@ -89,7 +91,7 @@ class HttpSmsGateway:
     async def send(self, message_id: UUID, phone_e164: str, text: str) -> SmsOutcome:
         client = self._client
         if client is None:
-            client = self._client = Http1Client(self._url, max_connections=self._max_connections)
+            client = self._client = self._new_client()
         body = json.dumps({"message_id": str(message_id), "phone": phone_e164, "text": text})
         request = client.request(self._headers(message_id), body.encode())
         try:
