@@ -10,10 +10,14 @@ import pytest
 
 from bench.ab import Measurement, environment, medians, schedule
 from bench.run import (
+    Row,
     Sample,
     cpu_seconds,
     process_tree,
+    ratio_of,
+    round_ratios,
     status_mb,
+    table,
     tree_cpu_seconds,
     wait_delivered,
     wait_idle,
@@ -41,6 +45,28 @@ def test_an_empty_sample_has_no_rate_and_no_latency() -> None:
     empty = Sample.merge([])
     assert empty.rps == 0.0
     assert empty.percentile_ms(0.5) == 0.0
+
+
+def test_the_ratio_is_all_our_calls_over_all_the_bare_servers_in_the_same_slices() -> None:
+    ours = [Sample(300, 1.0, [], {}), Sample(500, 1.0, [], {})]
+    bare = [Sample(1000, 1.0, [], {}), Sample(3000, 1.0, [], {})]
+    assert ratio_of(ours, bare) == pytest.approx(800 / 4000)
+    assert ratio_of(ours, []) == 0.0
+
+
+def test_each_round_pairs_its_own_two_slices_of_each() -> None:
+    # Two rounds: the machine was twice as fast in the second, for both servers alike.
+    ours = [Sample(n, 1.0, [], {}) for n in (300, 300, 600, 600)]
+    bare = [Sample(n, 1.0, [], {}) for n in (1000, 1000, 2000, 2000)]
+    assert round_ratios(ours, bare) == pytest.approx([0.3, 0.3])
+    assert ratio_of(ours, bare) == pytest.approx(0.3)
+
+
+def test_the_table_shows_the_lowest_and_highest_rounds_ratio() -> None:
+    row = Row("sqlite", "GetAgreement", 1000, 1, 2, {}, 100, 500, 0.8, 2000, 0.5, 0.5, True)
+    row.round_ratios = [0.52, 0.47, 0.5]
+    line = table([row]).splitlines()[1]
+    assert "0.47–0.52" in line and line.endswith(" ok")
 
 
 def test_waiting_for_idle_returns_once_a_busy_process_stops() -> None:
