@@ -93,6 +93,8 @@ class Row:
     met: bool | None = None
     #: Each round's own ratio: how far the machine's jumps moved it.
     round_ratios: list[float] = field(default_factory=list)
+    #: The worst steal of the row's slices, ours and the bare server's (see ``Sample.steal``).
+    steal: float = 0.0
 
 
 @dataclass
@@ -196,6 +198,9 @@ class Sample:
     #: Its main thread's CPU time over the slice, and the slice's wall time.
     main_thread_seconds: float = 0.0
     wall_seconds: float = 0.0
+    #: The share of the machine's CPU time the hypervisor gave to other guests during the
+    #: slice (steal); merged, the worst slice's.
+    steal: float = 0.0
 
     @staticmethod
     def merge(samples: list[Sample]) -> Sample:
@@ -212,6 +217,7 @@ class Sample:
             sum(s.cpu_seconds for s in samples),
             sum(s.main_thread_seconds for s in samples),
             sum(s.wall_seconds for s in samples),
+            max((s.steal for s in samples), default=0.0),
         )
 
     @property
@@ -267,6 +273,7 @@ class Load:
         server whose SMS fall behind its answers is not credited with answers it cannot
         sustain."""
         cpu_before, main_before = tree_cpu_seconds(server), cpu_seconds(server, server)
+        machine_before = machine_times()
         sent_before = delivered() if delivered is not None else 0
         started = time.monotonic()
         plan = Plan(
@@ -283,6 +290,7 @@ class Load:
         lag = wait_delivered(delivered, sent_before + owed) if delivered is not None else 0.0
         wall = time.monotonic() - started
         main = cpu_seconds(server, server) - main_before
+        steal = stolen_share(machine_before, machine_times())
         wait_idle(quiet)
         merged = Sample.merge(
             [
@@ -297,6 +305,7 @@ class Load:
             cpu_seconds=tree_cpu_seconds(server) - cpu_before,
             main_thread_seconds=main,
             wall_seconds=wall,
+            steal=steal,
         )
 
 
@@ -324,6 +333,20 @@ def cpu_seconds(pid: int, thread: int | None = None) -> float:
     stat = Path(f"/proc/{pid}/stat" if thread is None else f"/proc/{pid}/task/{thread}/stat")
     fields = stat.read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def machine_times() -> tuple[int, int]:
+    """The machine's stolen and total CPU time so far, in ticks (``/proc/stat``; 0, 0 where
+    there is none)."""
+    with suppress(OSError):
+        ticks = [int(n) for n in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        return (ticks[7] if len(ticks) > 7 else 0), sum(ticks)
+    return 0, 0
+
+
+def stolen_share(before: tuple[int, int], after: tuple[int, int]) -> float:
+    total = after[1] - before[1]
+    return (after[0] - before[0]) / total if total > 0 else 0.0
 
 
 def tree_cpu_seconds(pid: int) -> float:
@@ -545,6 +568,7 @@ def section(config: Config, load: Load, database: str, work: Path) -> list[Row]:
                     target=target,
                     met=ratio >= target and not ours.errors,
                     round_ratios=rounds,
+                    steal=max(ours.steal, paired.steal),
                 )
             )
         all_bare = Sample.merge(floor)
@@ -558,6 +582,7 @@ def section(config: Config, load: Load, database: str, work: Path) -> list[Row]:
             peak_rss_mb(bare.pid),
             all_bare.cpu_us_per_call,
             all_bare.main_thread_busy,
+            steal=all_bare.steal,
         )
         return [bare_row, *rows]
 
@@ -565,7 +590,8 @@ def section(config: Config, load: Load, database: str, work: Path) -> list[Row]:
 def table(rows: list[Row]) -> str:
     lines = [
         f"{'database':<9} {'rpc':<20} {'rps':>8} {'bare':>6} {'ratio':>6} {'target':>6} "
-        f"{'rounds':>9} {'p50 ms':>7} {'p99 ms':>7} {'rss MB':>7} {'cpu µs':>6} {'main':>5} errors",
+        f"{'rounds':>9} {'p50 ms':>7} {'p99 ms':>7} {'rss MB':>7} {'cpu µs':>6} {'main':>5} "
+        f"{'steal':>5} errors",
     ]
     for r in rows:
         bare = f"{r.bare_rps:.0f}" if r.bare_rps is not None else ""
@@ -576,7 +602,8 @@ def table(rows: list[Row]) -> str:
         lines.append(
             f"{r.database:<9} {r.rpc:<20} {r.rps:>8.0f} {bare:>6} {ratio:>6} {target:>6} "
             f"{spread:>9} {r.p50_ms:>7.2f} {r.p99_ms:>7.2f} {r.peak_rss_mb:>7.1f} "
-            f"{r.cpu_us_per_call:>6.0f} {r.main_thread_busy:>5.0%} {r.errors or ''}{mark}"
+            f"{r.cpu_us_per_call:>6.0f} {r.main_thread_busy:>5.0%} {r.steal:>5.0%} "
+            f"{r.errors or ''}{mark}"
         )
     return "\n".join(lines)
 

@@ -13,10 +13,12 @@ from bench.run import (
     Row,
     Sample,
     cpu_seconds,
+    machine_times,
     process_tree,
     ratio_of,
     round_ratios,
     status_mb,
+    stolen_share,
     table,
     tree_cpu_seconds,
     wait_delivered,
@@ -67,6 +69,21 @@ def test_the_table_shows_the_lowest_and_highest_rounds_ratio() -> None:
     row.round_ratios = [0.52, 0.47, 0.5]
     line = table([row]).splitlines()[1]
     assert "0.47–0.52" in line and line.endswith(" ok")
+
+
+def test_steal_is_the_stolen_share_of_the_machines_time_and_merges_as_the_worst() -> None:
+    assert stolen_share((10, 1000), (40, 1200)) == pytest.approx(0.15)
+    assert stolen_share((10, 1000), (10, 1000)) == 0.0
+    stolen, total = machine_times()
+    assert 0 <= stolen <= total and total > 0
+    merged = Sample.merge([Sample(1, 1.0, [], {}, steal=0.02), Sample(1, 1.0, [], {}, steal=0.3)])
+    assert merged.steal == 0.3
+
+
+def test_the_table_shows_the_worst_steal() -> None:
+    row = Row("sqlite", "GetAgreement", 1000, 1, 2, {}, 100, 500, 0.8, 2000, 0.5, 0.5, True)
+    row.steal = 0.34
+    assert " 34% " in table([row]).splitlines()[1]
 
 
 def test_waiting_for_idle_returns_once_a_busy_process_stops() -> None:
