@@ -43,6 +43,8 @@ class Measurement:
     main_us: float
     server_us: float
     gateway_us: float
+    #: The share of the machine's time stolen by other guests during the measurement.
+    steal: float = 0.0
 
 
 def environment(variant: str) -> dict[str, str]:
@@ -74,13 +76,14 @@ def medians(measurements: list[Measurement], variant: str) -> Measurement:
         statistics.median(m.main_us for m in mine),
         statistics.median(m.server_us for m in mine),
         statistics.median(m.gateway_us for m in mine),
+        statistics.median(m.steal for m in mine),
     )
 
 
 def line(m: Measurement, label: str) -> str:
     return (
         f"{label:<10} {m.rps:8.1f} rps  main {m.main_us:6.0f} µs  server {m.server_us:6.0f} µs"
-        f"  gateway {m.gateway_us:5.0f} µs"
+        f"  gateway {m.gateway_us:5.0f} µs  steal {m.steal:4.0%}"
     )
 
 
@@ -110,6 +113,7 @@ def measure(load: Load, config: Config, variant: str, env: dict[str, str], rpc: 
                 (cpu_seconds(server, server) - main_before) / calls * 1e6,
                 sample.cpu_us_per_call,
                 (cpu_seconds(gateway) - gateway_before) / calls * 1e6,
+                sample.steal,
             )
 
 

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from bench.ab import Measurement, environment, medians, schedule
+from bench.ab import Measurement, environment, line, medians, schedule
 from bench.run import (
     Row,
     Sample,
@@ -211,9 +211,10 @@ def test_ab_rounds_alternate_which_variant_goes_first() -> None:
 
 def test_ab_medians_are_per_variant() -> None:
     measured = [
-        Measurement("a", 100.0, 10.0, 20.0, 1.0),
-        Measurement("b", 300.0, 30.0, 60.0, 3.0),
-        Measurement("a", 200.0, 20.0, 40.0, 2.0),
-        Measurement("a", 900.0, 90.0, 180.0, 9.0),
+        Measurement("a", 100.0, 10.0, 20.0, 1.0, 0.05),
+        Measurement("b", 300.0, 30.0, 60.0, 3.0, 0.3),
+        Measurement("a", 200.0, 20.0, 40.0, 2.0, 0.02),
+        Measurement("a", 900.0, 90.0, 180.0, 9.0, 0.0),
     ]
-    assert medians(measured, "a") == Measurement("a", 200.0, 20.0, 40.0, 2.0)
+    assert medians(measured, "a") == Measurement("a", 200.0, 20.0, 40.0, 2.0, 0.02)
+    assert "steal  30%" in line(measured[1], "0: B")
