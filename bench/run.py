@@ -107,7 +107,7 @@ class Config:
     out: Path
     extra_env: dict[str, str] = field(default_factory=dict)
     #: Rounds of bare, ours, ours, bare per RPC; each slice lasts duration / (2 × rounds).
-    rounds: int = 2
+    rounds: int = 4
 
 
 def free_port() -> int:
@@ -507,16 +507,18 @@ def serving(database: str, work: Path, extra_env: dict[str, str] | None = None) 
 ROUND = ("bare", "ours", "ours", "bare")
 
 
-def ratio_of(ours: list[Sample], bare: list[Sample]) -> float:
-    """Our calls a second over the bare server's, over the slices given."""
-    paired = Sample.merge(bare).rps
-    return Sample.merge(ours).rps / paired if paired else 0.0
+def ratio_of(ours: Sample, bare: Sample) -> float:
+    """Our calls a second over the bare server's."""
+    return ours.rps / bare.rps if bare.rps else 0.0
 
 
 def round_ratios(ours: list[Sample], bare: list[Sample]) -> list[float]:
     """Each round's ratio, from the slices in the order measured (two of each per round)."""
     per = ROUND.count("ours")
-    return [ratio_of(ours[n : n + per], bare[n : n + per]) for n in range(0, len(ours), per)]
+    return [
+        ratio_of(Sample.merge(ours[n : n + per]), Sample.merge(bare[n : n + per]))
+        for n in range(0, len(ours), per)
+    ]
 
 
 def section(config: Config, load: Load, database: str, work: Path) -> list[Row]:
@@ -549,7 +551,7 @@ def section(config: Config, load: Load, database: str, work: Path) -> list[Row]:
                     )
             ours, paired = Sample.merge(slices["ours"]), Sample.merge(slices["bare"])
             floor.extend(slices["bare"])
-            ratio = ratio_of(slices["ours"], slices["bare"])
+            ratio = ratio_of(ours, paired)
             rounds = round_ratios(slices["ours"], slices["bare"])
             target = TARGETS[database][rpc]
             rows.append(
@@ -614,7 +616,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--processes", type=int, default=2)
     parser.add_argument("--callers", type=int, default=32)
-    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--rounds", type=int, default=Config.rounds)
     parser.add_argument("--databases", default="sqlite,postgres")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "latest.json")
     args = parser.parse_args(argv)

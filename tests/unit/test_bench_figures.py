@@ -52,8 +52,8 @@ def test_an_empty_sample_has_no_rate_and_no_latency() -> None:
 def test_the_ratio_is_all_our_calls_over_all_the_bare_servers_in_the_same_slices() -> None:
     ours = [Sample(300, 1.0, [], {}), Sample(500, 1.0, [], {})]
     bare = [Sample(1000, 1.0, [], {}), Sample(3000, 1.0, [], {})]
-    assert ratio_of(ours, bare) == pytest.approx(800 / 4000)
-    assert ratio_of(ours, []) == 0.0
+    assert ratio_of(Sample.merge(ours), Sample.merge(bare)) == pytest.approx(800 / 4000)
+    assert ratio_of(Sample.merge(ours), Sample.merge([])) == 0.0
 
 
 def test_each_round_pairs_its_own_two_slices_of_each() -> None:
@@ -61,7 +61,7 @@ def test_each_round_pairs_its_own_two_slices_of_each() -> None:
     ours = [Sample(n, 1.0, [], {}) for n in (300, 300, 600, 600)]
     bare = [Sample(n, 1.0, [], {}) for n in (1000, 1000, 2000, 2000)]
     assert round_ratios(ours, bare) == pytest.approx([0.3, 0.3])
-    assert ratio_of(ours, bare) == pytest.approx(0.3)
+    assert ratio_of(Sample.merge(ours), Sample.merge(bare)) == pytest.approx(0.3)
 
 
 def test_the_table_shows_the_lowest_and_highest_rounds_ratio() -> None:
