@@ -86,12 +86,13 @@ async def outbox_statements(engine: AsyncEngine, clock: MutableClock) -> list[st
 
 
 class PostgresPlans:
-    """Each statement prepared on one connection while the outbox is still empty, as on a new
+    """Each statement prepared on one connection while the table is still empty, as on a new
     deployment's kept connections, and its generic plan made then; ``plan`` shows the plan it
     keeps using later (adding rows does not make PostgreSQL plan it again)."""
 
-    def __init__(self, driver: Any) -> None:
+    def __init__(self, driver: Any, table: str = "outbox_messages") -> None:
         self._driver = driver
+        self._table = table
         self._names: dict[str, str] = {}
 
     async def prepare(self, sqls: list[str]) -> None:
@@ -103,7 +104,7 @@ class PostgresPlans:
 
     async def plan(self, sql: str) -> list[tuple[str, str | None]]:
         """(node type, index name) of every node of the statement's generic plan that reads the
-        outbox: a scan of the table (no index), or of one of its indexes."""
+        table: a scan of the table (no index), or of one of its indexes."""
         count = max((int(n) for n in re.findall(r"\$(\d+)", sql)), default=0)
         nulls = f"({', '.join(['NULL'] * count)})" if count else ""
         [row] = await self._driver.fetch(f"EXPLAIN (FORMAT JSON) EXECUTE {self._names[sql]}{nulls}")
@@ -111,8 +112,8 @@ class PostgresPlans:
         return [
             (node["Node Type"], node.get("Index Name"))
             for node in _nodes(explained[0]["Plan"])
-            if "outbox_messages" in node.get("Index Name", "")
-            or (node["Node Type"] == "Seq Scan" and node.get("Relation Name") == "outbox_messages")
+            if self._table in node.get("Index Name", "")
+            or (node["Node Type"] == "Seq Scan" and node.get("Relation Name") == self._table)
         ]
 
 
@@ -122,12 +123,15 @@ def _nodes(node: dict[str, Any]) -> Iterator[dict[str, Any]]:
         yield from _nodes(child)
 
 
-def sqlite_plan(driver: Any, sql: str) -> list[tuple[str, str | None]]:
-    """("SCAN" or "SEARCH", index name) of every step of SQLite's plan that reads the outbox."""
+def sqlite_plan(
+    driver: Any, sql: str, names: set[str] = OUTBOX_NAMES
+) -> list[tuple[str, str | None]]:
+    """("SCAN" or "SEARCH", index name) of every step of SQLite's plan that reads a table of
+    these names (the outbox's, by default)."""
     steps = []
     for *_ids, detail in driver.execute("EXPLAIN QUERY PLAN " + sql, [None] * sql.count("?")):
         words = detail.split()
-        if len(words) > 1 and words[0] in ("SCAN", "SEARCH") and words[1] in OUTBOX_NAMES:
+        if len(words) > 1 and words[0] in ("SCAN", "SEARCH") and words[1] in names:
             index = re.search(r"USING (?:COVERING )?INDEX (\w+)", detail)
             primary = "USING PRIMARY KEY" in detail or "INTEGER PRIMARY KEY" in detail
             steps.append((words[0], index.group(1) if index else "rowid" if primary else None))

@@ -33,12 +33,15 @@ metadata = MetaData(
     }
 )
 
+_GIVEN_ONLY = "request_id IS NOT NULL"
+
 agreements = Table(
     "agreements",
     metadata,
     Column("reference", Uuid, primary_key=True),
     Column("id_hash", String(128), nullable=False),
-    Column("request_id", String(64), nullable=True, unique=True),
+    # The caller's idempotency key, when given; unique among those given (see the index below).
+    Column("request_id", String(64), nullable=True),
     Column("status", String(16), nullable=False),
     # HMAC of the E.164 number: idempotency checks and the per-phone quota, without the number.
     Column("phone_mac", LargeBinary(32), nullable=False),
@@ -48,7 +51,8 @@ agreements = Table(
     Column("create_time", UtcDateTime, nullable=False),
     Column("confirm_time", UtcDateTime, nullable=True),
     Column("revoke_time", UtcDateTime, nullable=True),
-    Column("otp_message_id", Uuid, nullable=True, unique=True),
+    # The current code's outbox message: not indexed, the outbox row names its agreement.
+    Column("otp_message_id", Uuid, nullable=True),
     Column("otp_code_mac", LargeBinary(32), nullable=True),
     Column("otp_send_time", UtcDateTime, nullable=True),
     Column("otp_expire_time", UtcDateTime, nullable=True),
@@ -56,6 +60,14 @@ agreements = Table(
     Column("otp_delivery_status", String(16), nullable=True),
     Column("otp_sends", Integer, nullable=False, default=0),
     Index("ix_agreements_id_hash_create_time", "id_hash", "create_time", "reference"),
+    # Only where given: a call without one writes no entry (migration 0006).
+    Index(
+        "ix_agreements_request_id",
+        "request_id",
+        unique=True,
+        postgresql_where=text(_GIVEN_ONLY),
+        sqlite_where=text(_GIVEN_ONLY),
+    ),
 )
 
 phone_send_quotas = Table(
