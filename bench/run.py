@@ -111,9 +111,20 @@ class Config:
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    return free_ports(1)[0]
+
+
+def free_ports(count: int) -> list[int]:
+    """Ports free now and distinct: each is held until all are chosen (ports chosen one at a
+    time can repeat, and then a fake's port is another process's)."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
 
 
 def start(
@@ -457,7 +468,7 @@ def serving(database: str, work: Path, extra_env: dict[str, str] | None = None) 
         url = f"sqlite+aiosqlite:///{work / f'{database}-{secrets.token_hex(3)}.db'}"
     else:
         url = asyncio.run(_create_postgres_database())
-    sink_port, nalog_port, port = free_port(), free_port(), free_port()
+    sink_port, nalog_port, port = free_ports(3)
     sink = start([sys.executable, "-m", "bench.sms_sink", str(sink_port)])
     nalog = start([sys.executable, "-m", "tests.fakes.nalog", "--port", str(nalog_port)])
     env = {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 import time
@@ -13,6 +14,7 @@ from bench.run import (
     Row,
     Sample,
     cpu_seconds,
+    free_ports,
     machine_times,
     process_tree,
     ratio_of,
@@ -218,3 +220,12 @@ def test_ab_medians_are_per_variant() -> None:
     ]
     assert medians(measured, "a") == Measurement("a", 200.0, 20.0, 40.0, 2.0, 0.02)
     assert "steal  30%" in line(measured[1], "0: B")
+
+
+def test_the_ports_of_one_stack_are_distinct_and_free() -> None:
+    ports = free_ports(3)
+
+    assert len(set(ports)) == 3
+    for port in ports:  # each can be listened on at once
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", port))
