@@ -11,14 +11,14 @@ from typing import Any
 from uuid import UUID, uuid4
 
 import pytest
-from sqlalchemy import Uuid, bindparam, text
+from sqlalchemy import Uuid, bindparam, text, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from onboarding.adapters.crypto import Keyring
 from onboarding.adapters.db.engine import create_engine
 from onboarding.adapters.db.outbox_store import SqlOutboxStore
 from onboarding.adapters.db.reader import SqlAgreementReader
-from onboarding.adapters.db.tables import outbox_messages
+from onboarding.adapters.db.tables import agreements, outbox_messages
 from onboarding.adapters.db.types import UtcDateTime
 from onboarding.domain.agreement import Agreement, DeliveryStatus
 from onboarding.service_layer.outbox_relay import DeliveryOutcome
@@ -288,6 +288,30 @@ async def test_a_late_outcome_of_a_finished_message_leaves_the_agreement_alone(
     read = await SqlAgreementReader(fresh_engine).get(agreement.reference)
     assert read is not None and read.otp is not None
     assert read.otp.delivery_status is DeliveryStatus.SENT
+
+
+async def test_the_outcome_of_a_replaced_code_leaves_the_agreement_alone(
+    fresh_engine: AsyncEngine, clock: MutableClock
+) -> None:
+    # The agreement's delivery status is its current code's: a new code (SendOtp) points the
+    # agreement at another message, and the old message's outcome is then its own only.
+    agreement = new_agreement()
+    old_message_id = await enqueue_code_of(fresh_engine, clock, agreement)
+    store = outbox_store(fresh_engine, clock)
+    await store.claim(10)
+    async with fresh_engine.begin() as conn:
+        await conn.execute(
+            update(agreements)
+            .where(agreements.c.reference == agreement.reference)
+            .values(otp_message_id=uuid4())
+        )
+
+    await store.record([DeliveryOutcome(old_message_id, DeliveryStatus.SENT, "http 200")])
+
+    assert (await outbox_row(fresh_engine, old_message_id))["status"] == DeliveryStatus.SENT.value
+    read = await SqlAgreementReader(fresh_engine).get(agreement.reference)
+    assert read is not None and read.otp is not None
+    assert read.otp.delivery_status is DeliveryStatus.QUEUED
 
 
 # FOR UPDATE SKIP LOCKED is PostgreSQL's; SQLite serializes the claims.

@@ -70,19 +70,14 @@ _FINISH = direct.Statement(
 # The agreement whose current code a message carries, found by the primary key the outbox row
 # names (agreements keep no index on ``otp_message_id``; see migration 0006).
 _AGREEMENT_OF_MESSAGE = select(_t.c.agreement_reference).where(_t.c.message_id == bindparam("mid"))
-_OF_ITS_AGREEMENT = (
-    agreements.c.reference == _AGREEMENT_OF_MESSAGE.scalar_subquery(),
-    agreements.c.otp_message_id == bindparam("mid"),
-)
 # Only where the outbox row holds this outcome: a relay that outlived its lease must not
 # overwrite what the relay after it recorded.
 _SET_DELIVERY_STATUS = direct.Statement(
     update(agreements)
     .where(
-        *_OF_ITS_AGREEMENT,
-        select(_t.c.message_id)
-        .where(_t.c.message_id == bindparam("mid"), _t.c.status == bindparam("st"))
-        .exists(),
+        agreements.c.reference
+        == _AGREEMENT_OF_MESSAGE.where(_t.c.status == bindparam("st")).scalar_subquery(),
+        agreements.c.otp_message_id == bindparam("mid"),
     )
     .values(otp_delivery_status=bindparam("st"))
 )
@@ -90,7 +85,12 @@ _SET_DELIVERY_STATUS = direct.Statement(
 # commands do (a new code locks the agreement, then expedites the message of the code before);
 # the other order could deadlock with them. SQLite's one writer needs no row locks.
 _LOCK_AGREEMENT = direct.Statement(
-    select(agreements.c.reference).where(*_OF_ITS_AGREEMENT).with_for_update()
+    select(agreements.c.reference)
+    .where(
+        agreements.c.reference == _AGREEMENT_OF_MESSAGE.scalar_subquery(),
+        agreements.c.otp_message_id == bindparam("mid"),
+    )
+    .with_for_update()
 )
 _RETRY_LATER = direct.Statement(
     update(_t)
