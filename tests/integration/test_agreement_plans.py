@@ -15,6 +15,7 @@ from uuid import uuid4
 from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from onboarding.adapters.db.mapping import agreement_to_row
 from onboarding.adapters.db.tables import agreements
 from onboarding.domain.agreement import DeliveryStatus
 from onboarding.service_layer.outbox_relay import DeliveryOutcome
@@ -33,19 +34,9 @@ INDEXES = {
 async def add_history(engine: AsyncEngine) -> None:
     """Agreements with codes, half of them made with a request id."""
     rows = [
-        {
-            "reference": uuid4(),
-            "id_hash": f"history-{n}",
-            "request_id": f"history-{n}" if n % 2 else None,
-            "status": "PENDING",
-            "phone_mac": uuid4().bytes * 2,
-            "phone_masked": "+7 *** ***-**-00",
-            "phone_sealed": None,
-            "create_time": T0 - timedelta(seconds=n),
-            "otp_message_id": uuid4(),
-            "otp_attempts_remaining": 3,
-            "otp_sends": 1,
-        }
+        agreement_to_row(
+            new_agreement(T0 - timedelta(seconds=n), request_id=f"history-{n}" if n % 2 else None)
+        )
         for n in range(1, HISTORY + 1)
     ]
     async with engine.begin() as conn:

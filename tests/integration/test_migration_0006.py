@@ -3,34 +3,19 @@ unique where given."""
 
 from __future__ import annotations
 
-import uuid
-from datetime import UTC, datetime
-
 import pytest
 from sqlalchemy import insert, inspect, select
 from sqlalchemy.exc import IntegrityError
 
 from onboarding.adapters.db import migrate
 from onboarding.adapters.db.engine import create_engine
+from onboarding.adapters.db.mapping import agreement_to_row
 from onboarding.adapters.db.tables import agreements
+from tests.integration.conftest import new_agreement
 
-NOW = datetime(2026, 12, 3, 12, 0, tzinfo=UTC)
 
-
-def row(request_id: str | None, message_id: uuid.UUID | None) -> dict[str, object]:
-    return {
-        "reference": uuid.uuid4(),
-        "id_hash": "hash",
-        "request_id": request_id,
-        "status": "PENDING",
-        "phone_mac": b"m" * 32,
-        "phone_masked": "+7 *** ***-**-67",
-        "phone_sealed": b"sealed",
-        "create_time": NOW,
-        "otp_message_id": message_id,
-        "otp_attempts_remaining": 3,
-        "otp_sends": 1,
-    }
+def row(request_id: str | None = None, *, with_code: bool = True) -> dict[str, object]:
+    return agreement_to_row(new_agreement(request_id=request_id, with_otp=with_code))
 
 
 async def insert_rows(url: str, rows: list[dict[str, object]]) -> None:
@@ -76,7 +61,7 @@ async def test_the_upgrade_keeps_the_agreements_and_drops_two_index_entries(
     empty_database_url: str,
 ) -> None:
     await migrate.upgrade(empty_database_url, "0005")
-    rows = [row("req-1", uuid.uuid4()), row(None, uuid.uuid4()), row(None, None)]
+    rows = [row("req-1"), row(), row(with_code=False)]
     await insert_rows(empty_database_url, rows)
     before = await stored(empty_database_url)
 
@@ -87,16 +72,16 @@ async def test_the_upgrade_keeps_the_agreements_and_drops_two_index_entries(
     assert constraints == set()
     assert "ix_agreements_request_id" in indexes
     # Unique where given; any number without one.
-    await insert_rows(empty_database_url, [row(None, None), row(None, None)])
+    await insert_rows(empty_database_url, [row(with_code=False), row(with_code=False)])
     with pytest.raises(IntegrityError):
-        await insert_rows(empty_database_url, [row("req-1", None)])
+        await insert_rows(empty_database_url, [row("req-1", with_code=False)])
 
 
 async def test_the_downgrade_restores_both_constraints_and_keeps_the_agreements(
     empty_database_url: str,
 ) -> None:
     await migrate.upgrade(empty_database_url)
-    await insert_rows(empty_database_url, [row("req-1", uuid.uuid4()), row(None, None)])
+    await insert_rows(empty_database_url, [row("req-1"), row(with_code=False)])
     before = await stored(empty_database_url)
 
     await migrate.downgrade(empty_database_url, "0005")
