@@ -98,6 +98,7 @@ def build(
         settings.database_url,
         timeout=settings.database_timeout_seconds,
         pool_size=settings.database_pool_size,
+        sqlite_commit_delay=settings.sqlite_commit_delay_seconds,
     )
     policy = settings.otp_policy
     sms = sms or sms_backend(settings)

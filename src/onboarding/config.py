@@ -55,6 +55,9 @@ class Settings(BaseSettings):
     #: RPC answers UNAVAILABLE.
     database_timeout_seconds: PositiveSeconds = 5.0
     database_pool_size: PositiveInt = 10
+    #: SQLite: while writes come closer together than this, each COMMIT waits this long for
+    #: the writes after it and commits them too (see ``inline_sqlite``); 0 commits each at once.
+    sqlite_commit_delay_seconds: Annotated[float, Field(ge=0, le=0.1)] = 0.005
     grpc_port: Annotated[int, Field(ge=0, le=65535)] = 50051
     #: Server processes sharing the port (``serve --workers``); more than one needs PostgreSQL.
     workers: Annotated[int, Field(ge=1, le=64)] = 1

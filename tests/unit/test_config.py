@@ -29,6 +29,11 @@ def test_contract_defaults() -> None:
     assert (s.log_format, s.log_level) == ("console", "INFO")
 
 
+def test_sqlite_commits_wait_for_company_five_milliseconds_at_most_by_default() -> None:
+    assert settings().sqlite_commit_delay_seconds == 0.005
+    assert settings(sqlite_commit_delay_seconds=0).sqlite_commit_delay_seconds == 0
+
+
 @pytest.mark.parametrize(
     ("values", "mentions"),
     [
@@ -50,6 +55,8 @@ def test_contract_defaults() -> None:
         ({"secret_key": "CHANGE-ME-to-at-least-16-random-characters"}, "CHANGE-ME"),
         ({"auth_tokens": "kyc-backend:CHANGE-ME-token-1"}, "ONBOARDING_AUTH_TOKENS"),
         ({"sms_gateway_token": "CHANGE-ME"}, "ONBOARDING_SMS_GATEWAY_TOKEN"),
+        ({"sqlite_commit_delay_seconds": -0.001}, "sqlite_commit_delay_seconds"),
+        ({"sqlite_commit_delay_seconds": 0.2}, "sqlite_commit_delay_seconds"),
     ],
 )
 def test_refused_combinations(values: dict[str, object], mentions: str) -> None:

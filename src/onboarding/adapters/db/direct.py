@@ -7,7 +7,8 @@ most of its database time. Here statements are still built with Core, once, at i
 compiled once per dialect (and, for an INSERT or UPDATE, per set of columns given), and run on
 the driver with the columns' own bind and result processors:
 
-- SQLite: the inline engine's sqlite3 connection, ``BEGIN IMMEDIATE`` … ``COMMIT``.
+- SQLite: the inline engine's sqlite3 connection, ``BEGIN IMMEDIATE`` … ``COMMIT``, the COMMIT
+  shared by write transactions close together (see ``inline_sqlite``).
 - PostgreSQL: the pooled connection's asyncpg connection, whose statement cache prepares each
   statement once. SQLAlchemy's pool still owns the connection: checkout, recycling, and
   invalidation of a connection that failed mid-call (a cancelled or timed-out call, a lost
@@ -24,9 +25,10 @@ Errors are the drivers' own; ``errors.translate`` knows them.
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import asynccontextmanager, contextmanager, suppress
 from typing import Any
 
 import asyncpg
@@ -172,7 +174,8 @@ def _announce(engine: Any, sql: str) -> None:
 
 class SqliteConnection:
     """The inline engine's one connection, held from checkout to close; statements run in a
-    transaction after ``begin``, each on its own otherwise."""
+    transaction after ``begin``, each on its own otherwise. A transaction may share its COMMIT
+    with others close to it (see ``InlineEngine``): ``commit`` returns once that has run."""
 
     def __init__(self, engine: InlineEngine, connection: InlineConnection) -> None:
         self._engine = engine
@@ -180,6 +183,9 @@ class SqliteConnection:
         self._db = connection.sync_connection.connection.driver_connection
         self.dialect: Dialect = engine.dialect
         self.dialect_name = "sqlite"
+        #: None outside a write; else whether the write joined an open group.
+        self._joined: bool | None = None
+        self._released = False
 
     def _run(self, statement: Statement, values: Mapping[str, Any]) -> tuple[_Compiled, Any]:
         compiled = statement.compiled(self.dialect, values)
@@ -220,17 +226,36 @@ class SqliteConnection:
         self._db.executemany(compiled.sql, [compiled.arguments(values) for values in rows])
 
     async def begin(self) -> None:
-        self._db.execute("BEGIN IMMEDIATE")
+        self._joined = self._engine.begin_write(self._db)
 
     async def commit(self) -> None:
-        self._db.execute("COMMIT")
+        """Returns once the group this write is in has committed (see ``InlineEngine``); the
+        connection is given back first, for the rest of the group."""
+        assert self._joined is not None
+        outcome = self._engine.finish_write(self._db, self._joined)
+        self._joined = None
+        self._released = True
+        await self._connection.close()
+        # Shielded: a caller that gives up does not take the others' COMMIT with it.
+        await asyncio.shield(outcome)
 
     async def close(self) -> None:
+        if self._released:
+            return
+        self._released = True
+        group = None
         try:
-            if self._db.in_transaction:
+            if self._joined is not None:
+                joined, self._joined = self._joined, None
+                group = self._engine.abandon_write(self._db, joined)
+            elif self._db.in_transaction:
                 self._db.execute("ROLLBACK")
         finally:
             await self._connection.close()
+        if group is not None:
+            # What this write saw stands only if the group commits: its caller hears after.
+            with suppress(Exception):
+                await asyncio.shield(group)
 
 
 class PgConnection:
@@ -376,7 +401,7 @@ def _combined(batch: Sequence[tuple[_Compiled, list[Any]]]) -> tuple[str, list[A
 async def begin(engine: AsyncEngine | InlineEngine) -> Connection:
     """A write transaction: on SQLite it holds the write lock from the start (IMMEDIATE), so a
     read followed by a write cannot fail on the upgrade."""
-    connection = await connect(engine)
+    connection = await connect(engine, join=True)
     try:
         await connection.begin()
     except BaseException:
@@ -385,10 +410,10 @@ async def begin(engine: AsyncEngine | InlineEngine) -> Connection:
     return connection
 
 
-async def connect(engine: AsyncEngine | InlineEngine) -> Connection:
+async def connect(engine: AsyncEngine | InlineEngine, *, join: bool = False) -> Connection:
     """A connection with no transaction: each statement commits on its own until ``begin``."""
     if isinstance(engine, InlineEngine):
-        return SqliteConnection(engine, await engine.acquire())
+        return SqliteConnection(engine, await engine.acquire(join=join))
     kept = kept_by(engine)
     pooled, generation = await kept.take(engine)
     return PgConnection(engine, pooled, kept, generation)

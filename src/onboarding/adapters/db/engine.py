@@ -30,10 +30,10 @@ RECYCLE_SECONDS = 1800
 
 
 def create_engine(
-    url: str, *, timeout: float = 5.0, pool_size: int = 10
+    url: str, *, timeout: float = 5.0, pool_size: int = 10, sqlite_commit_delay: float = 0.0
 ) -> AsyncEngine | InlineEngine:
     if url.startswith("sqlite"):
-        return _sqlite_engine(url, timeout=timeout, pool_size=pool_size)
+        return _sqlite_engine(url, timeout=timeout, commit_delay=sqlite_commit_delay)
     engine = create_async_engine(
         url,
         pool_size=pool_size,
@@ -65,7 +65,7 @@ def for_reads(engine: AsyncEngine | InlineEngine) -> AsyncEngine | InlineEngine:
     return engine
 
 
-def _sqlite_engine(url: str, *, timeout: float, pool_size: int) -> InlineEngine:
+def _sqlite_engine(url: str, *, timeout: float, commit_delay: float) -> InlineEngine:
     # The URL names aiosqlite (the contract's spelling); the work is done by the standard
     # sqlite3 module, inline (see inline_sqlite).
     sync_url = make_url(url).set(drivername="sqlite+pysqlite")
@@ -98,4 +98,4 @@ def _sqlite_engine(url: str, *, timeout: float, pool_size: int) -> InlineEngine:
         # service begin IMMEDIATE in direct.begin.
         connection.exec_driver_sql("BEGIN")
 
-    return InlineEngine(engine, checkpointer)
+    return InlineEngine(engine, checkpointer, commit_delay=commit_delay)
