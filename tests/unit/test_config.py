@@ -1,5 +1,7 @@
 """Settings: defaults from the contract, and the combinations refused at start."""
 
+from pathlib import Path
+
 import pytest
 from pydantic import ValidationError
 
@@ -80,3 +82,9 @@ def test_gateway_and_upstream_urls_over_http_or_https_are_accepted() -> None:
         "https://x.example",
     )
     assert settings(sms_gateway_url="").sms_gateway_url == ""  # empty: no gateway, the console
+
+
+def test_every_setting_is_in_the_readme() -> None:
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    missing = [n for n in Settings.model_fields if f"`ONBOARDING_{n.upper()}`" not in readme]
+    assert not missing
