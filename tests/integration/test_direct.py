@@ -74,10 +74,15 @@ async def test_the_writes_of_a_commit_land_whole(fresh_engine: AsyncEngine, db_k
     seen, agreement, message = await _create(fresh_engine)
 
     writes = [s for s in seen if "INSERT INTO agreements" in s or "INSERT INTO outbox" in s]
-    if db_kind == "postgres":  # one statement: two data-modifying CTEs and the last write
-        [combined] = writes
-        assert combined.startswith("WITH w0 AS (")
-        assert "UPDATE phone_send_quotas" in combined and "INSERT INTO outbox" in combined
+    if db_kind == "postgres":
+        # Two statements and no transaction: the quota read without a lock, then one statement
+        # whose writes happen only if the quota's row is still as read (here: still missing).
+        read, combined = seen
+        assert read.startswith("SELECT phone_send_quotas.send_times") and "FOR UPDATE" not in read
+        assert combined.startswith("WITH g2 AS (INSERT INTO phone_send_quotas")
+        assert "ON CONFLICT (phone_mac) DO NOTHING RETURNING 1" in combined
+        assert "INSERT INTO outbox" in combined and "INSERT INTO agreements" in combined
+        assert combined.endswith("SELECT EXISTS (SELECT FROM g2)")
     else:
         assert len(writes) == 2
     assert_same(await load(fresh_engine, agreement.reference), agreement)  # type: ignore[attr-defined]

@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from asyncpg import exceptions as pg_exc
 from sqlalchemy import exc as sa_exc
 
+from onboarding.adapters.db.direct import StaleRead
 from onboarding.service_layer.errors import BackendUnavailable, WriteConflict
 
 _UNIQUE_MARKERS = ("unique", "duplicate key")
@@ -21,10 +22,11 @@ def translate(error: BaseException) -> BaseException | None:
     ):
         return WriteConflict(type(error.orig).__name__)
     # The drivers' own, from the statements they run directly (see ``direct``).
-    # A deadlock or serialization failure is a lost race too: the bus runs the command again.
-    if isinstance(error, pg_exc.UniqueViolationError | pg_exc.TransactionRollbackError) or (
-        isinstance(error, sqlite3.IntegrityError) and "unique" in str(error).lower()
-    ):
+    # A deadlock or serialization failure, or a row changed since it was read without a lock
+    # (see ``direct.StaleRead``), is a lost race too: the bus runs the command again.
+    if isinstance(
+        error, pg_exc.UniqueViolationError | pg_exc.TransactionRollbackError | StaleRead
+    ) or (isinstance(error, sqlite3.IntegrityError) and "unique" in str(error).lower()):
         return WriteConflict(type(error).__name__)
     if isinstance(
         error,

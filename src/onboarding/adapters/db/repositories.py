@@ -11,12 +11,13 @@ whose results nobody reads are deferred: on PostgreSQL those of one commit go as
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import bindparam, insert, literal_column, select, update
 from sqlalchemy.dialects import postgresql
 
 from onboarding.adapters.crypto import Sealer
@@ -48,21 +49,40 @@ def _quota_upsert(dialect_insert: Any) -> Any:
     ).returning(phone_send_quotas.c.send_times)
 
 
+_READ_QUOTA = Statement(
+    select(phone_send_quotas.c.send_times).where(
+        phone_send_quotas.c.phone_mac == bindparam("phone_mac")
+    )
+)
 # PostgreSQL locks the quota's row, made if missing. SQLite's write transaction already holds
 # the database's one write lock: a read is enough, and a new phone's row is written once, by
 # the flush (the upsert then the update wrote it twice).
-_LOCK_QUOTA = {
-    "postgresql": Statement(_quota_upsert(postgresql.insert)),
-    "sqlite": Statement(
-        select(phone_send_quotas.c.send_times).where(
-            phone_send_quotas.c.phone_mac == bindparam("phone_mac")
-        )
-    ),
-}
+_LOCK_QUOTA = {"postgresql": Statement(_quota_upsert(postgresql.insert)), "sqlite": _READ_QUOTA}
 _INSERT_QUOTA = Statement(insert(phone_send_quotas))
 _UPDATE_QUOTA = Statement(
     update(phone_send_quotas).where(phone_send_quotas.c.phone_mac == bindparam("key"))
 )
+# Gates (see ``PgConnection.defer``): a quota read without a lock is written only if it is
+# still as read, and a new phone's row only if nobody made it meanwhile.
+_CLAIM_QUOTA = Statement(
+    postgresql.insert(phone_send_quotas)
+    .on_conflict_do_nothing(index_elements=[phone_send_quotas.c.phone_mac])
+    .returning(literal_column("1"))
+)
+_SWAP_QUOTA = Statement(
+    update(phone_send_quotas)
+    .where(
+        phone_send_quotas.c.phone_mac == bindparam("key"),
+        phone_send_quotas.c.send_times == bindparam("read"),
+    )
+    .values(send_times=bindparam("send_times"))
+    .returning(literal_column("1"))
+)
+#: Phones whose quota lost a race lately (by MAC, with when): for a while their quota is read
+#: under a lock, so calls for one phone that keep coming together queue instead of retrying.
+_CONTENDED: dict[bytes, float] = {}
+_CONTENDED_SECONDS = 60.0
+_CONTENDED_MAX = 10_000
 _INSERT_OUTBOX = Statement(insert(outbox_messages))
 _EXPEDITE_OUTBOX = Statement(
     update(outbox_messages)
@@ -137,33 +157,68 @@ class SqlAgreementRepository:
 
 
 class SqlPhoneQuotaRepository:
+    """A phone's quota, for one unit of work.
+
+    On PostgreSQL, before the unit of work has begun its transaction (see
+    ``PgConnection.begin_when_needed``), the quota is read without a lock and written only if
+    it is still as read: a gate, so that a ``CreateAgreement`` needs no transaction of its own.
+    If another call changed it meanwhile, the unit of work fails with ``StaleRead`` and the bus
+    runs the command again; that phone's quota is then read under a lock for a while.
+    Otherwise (inside a transaction, a contended phone, SQLite) it is read under a lock."""
+
     def __init__(self, conn: Connection) -> None:
         self._conn = conn
-        #: Each quota handed out, with its text as stored (None: no row yet).
-        self._tracked: list[tuple[PhoneSendQuota, str | None]] = []
+        #: Each quota handed out, with its text as stored (None: no row yet) and whether it
+        #: was read without a lock.
+        self._tracked: list[tuple[PhoneSendQuota, str | None, bool]] = []
 
     async def get_for_update(self, phone_mac: bytes) -> PhoneSendQuota:
-        for quota, _stored in self._tracked:
+        for quota, _stored, _unlocked in self._tracked:
             if quota.phone_mac == phone_mac:  # asked again in this unit of work: one row
                 return quota
-        statement = _LOCK_QUOTA[self._conn.dialect_name]
+        unlocked = getattr(self._conn, "begin_pending", False) and not _contended(phone_mac)
+        statement = _READ_QUOTA if unlocked else _LOCK_QUOTA[self._conn.dialect_name]
         found = await self._conn.fetch_one(statement, {"phone_mac": phone_mac})
         stored: str | None = found.send_times if found is not None else None
         times = [datetime.fromtimestamp(float(t), UTC) for t in (stored or "").split()]
         quota = PhoneSendQuota(phone_mac=phone_mac, send_times=times)
-        self._tracked.append((quota, stored))
+        self._tracked.append((quota, stored, unlocked))
         return quota
 
     async def flush(self) -> None:
-        for quota, stored in self._tracked:
+        for index, (quota, stored, unlocked) in enumerate(self._tracked):
             encoded = " ".join(f"{t.timestamp():.6f}" for t in quota.send_times)
-            if stored is None:
-                self._conn.defer(
-                    _INSERT_QUOTA, {"phone_mac": quota.phone_mac, "send_times": encoded}
-                )
-            elif encoded != stored:
-                self._conn.defer(_UPDATE_QUOTA, {"key": quota.phone_mac, "send_times": encoded})
-        self._tracked.clear()
+            if encoded == (stored or ""):
+                continue  # unchanged: what was read decided nothing that is written
+            self._tracked[index] = (quota, encoded, unlocked)
+            mac = quota.phone_mac
+            if unlocked and stored is None:
+                self._conn.defer(_CLAIM_QUOTA, {"phone_mac": mac, "send_times": encoded}, gate=True)
+            elif unlocked:
+                values = {"key": mac, "read": stored, "send_times": encoded}
+                self._conn.defer(_SWAP_QUOTA, values, gate=True)
+            elif stored is None:
+                self._conn.defer(_INSERT_QUOTA, {"phone_mac": mac, "send_times": encoded})
+            else:
+                self._conn.defer(_UPDATE_QUOTA, {"key": mac, "send_times": encoded})
+
+    def lost_race(self) -> None:
+        """The unit of work failed on a stale read: its phones are contended for a while."""
+        now = time.monotonic()
+        if len(_CONTENDED) >= _CONTENDED_MAX:
+            for mac, since in list(_CONTENDED.items()):
+                if now - since > _CONTENDED_SECONDS:
+                    del _CONTENDED[mac]
+            if len(_CONTENDED) >= _CONTENDED_MAX:
+                _CONTENDED.clear()
+        for quota, _stored, unlocked in self._tracked:
+            if unlocked:
+                _CONTENDED[quota.phone_mac] = now
+
+
+def _contended(phone_mac: bytes) -> bool:
+    since = _CONTENDED.get(phone_mac)
+    return since is not None and time.monotonic() - since < _CONTENDED_SECONDS
 
 
 class SqlOutbox:

@@ -71,10 +71,11 @@ class SqlUnitOfWork(_SqlWork):
         self._clock = clock
 
     async def __aenter__(self) -> SqlUnitOfWork:
-        # Every unit of work writes: on SQLite the write lock is taken at BEGIN. A BEGIN that
-        # fails gives its connection back.
+        # Every unit of work writes: on SQLite the write lock is taken at BEGIN; on PostgreSQL
+        # the BEGIN waits for a statement that needs it, and may never be sent (see
+        # ``PgConnection``). A BEGIN that fails gives its connection back.
         with database_errors():
-            conn = await direct.begin(self._engine)
+            conn = await direct.begin_when_needed(self._engine)
         self._conn = conn
         self.agreements = SqlAgreementRepository(conn, self._sealer)
         self.phone_quotas = SqlPhoneQuotaRepository(conn)
@@ -93,9 +94,14 @@ class SqlUnitOfWork(_SqlWork):
         await self._conn.send_deferred()
 
     async def commit(self) -> None:
-        await self.flush()
         assert self._conn is not None
-        await self._conn.commit()
+        await self.agreements.flush()
+        await self.phone_quotas.flush()
+        try:
+            await self._conn.commit()  # sends the queued writes: perhaps as the only statement
+        except direct.StaleRead:
+            self.phone_quotas.lost_race()
+            raise
 
 
 class SqlAutocommitWork(_SqlWork):
