@@ -52,7 +52,7 @@ async def agreement_statements(engine: AsyncEngine, clock: MutableClock) -> list
     with statements(engine) as seen:
         async with unit_of_work(engine, clock) as uow:
             assert agreement.request_id is not None
-            found = await uow.agreements.get_by_request_id_for_update(agreement.request_id)
+            found = await uow.agreements.get_by_request_id(agreement.request_id)
             assert found is not None and found.reference == agreement.reference
         assert len(await store.claim(10)) == 1
         await store.record([DeliveryOutcome(message_id, DeliveryStatus.SENT, "http 200")])

@@ -135,17 +135,31 @@ async def test_unknown_references_read_as_none(engine: AsyncEngine) -> None:
     assert await SqlAgreementReader(engine).get(uuid4()) is None
 
 
-async def test_get_by_request_id_for_update_finds_the_agreement(engine: AsyncEngine) -> None:
+async def test_get_by_request_id_finds_the_agreement(engine: AsyncEngine) -> None:
     request_id = f"req-{uuid4().hex}"
     agreement = new_agreement(request_id=request_id)
     await store(engine, agreement, new_agreement(request_id=f"req-{uuid4().hex}"))
 
     async with unit_of_work(engine) as uow:
-        found = await uow.agreements.get_by_request_id_for_update(request_id)
-        missing = await uow.agreements.get_by_request_id_for_update(f"req-{uuid4().hex}")
+        found = await uow.agreements.get_by_request_id(request_id)
+        missing = await uow.agreements.get_by_request_id(f"req-{uuid4().hex}")
 
     assert_same(found, agreement)
     assert missing is None
+
+
+async def test_an_agreement_found_by_request_id_is_read_not_saved(engine: AsyncEngine) -> None:
+    request_id = f"req-{uuid4().hex}"
+    agreement = new_agreement(request_id=request_id)
+    await store(engine, agreement)
+
+    async with unit_of_work(engine) as uow:
+        found = await uow.agreements.get_by_request_id(request_id)
+        assert found is not None
+        found.revoke(now=T0)
+        await uow.commit()
+
+    assert_same(await load(engine, agreement.reference), agreement)
 
 
 async def test_a_used_up_try_is_persisted(engine: AsyncEngine) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from typing import Any
+from uuid import uuid4
 
 import pytest
 from sqlalchemy import bindparam, select, update
@@ -42,7 +43,10 @@ pytestmark = pytest.mark.parametrize(
 async def begin_create(engine: AsyncEngine, agreement: Agreement) -> SqlUnitOfWork:
     """A CreateAgreement's unit of work up to its commit: the quota read and a code taken from
     it, the agreement and its SMS added."""
-    uow = await unit_of_work(engine).__aenter__()
+    return await _continue_create(await unit_of_work(engine).__aenter__(), agreement)
+
+
+async def _continue_create(uow: SqlUnitOfWork, agreement: Agreement) -> SqlUnitOfWork:
     quota = await uow.phone_quotas.get_for_update(agreement.phone_mac)
     quota.take(T0 + timedelta(seconds=len(quota.send_times)), 10, POLICY.phone_window)
     await uow.agreements.add(agreement)
@@ -197,3 +201,18 @@ def _outbox_row(message: OutgoingSms) -> dict[str, Any]:
         "next_attempt_time": T0,
         "create_time": T0,
     }
+
+
+async def test_a_create_with_a_request_id_needs_no_transaction_either(
+    fresh_engine: AsyncEngine,
+) -> None:
+    agreement = new_agreement(request_id=f"req-{uuid4().hex}")
+    assert agreement.request_id is not None
+    with statements(fresh_engine) as seen:
+        uow = await unit_of_work(fresh_engine).__aenter__()
+        assert await uow.agreements.get_by_request_id(agreement.request_id) is None
+        await commit(await _continue_create(uow, agreement))
+
+    assert [s.split()[0] for s in seen] == ["SELECT", "SELECT", "WITH"], seen
+    assert "request_id" in seen[0] and "FOR UPDATE" not in seen[0]
+    assert await load(fresh_engine, agreement.reference) is not None

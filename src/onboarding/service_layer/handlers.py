@@ -33,7 +33,7 @@ class AgreementHandlers:
     async def create_agreement(self, cmd: commands.CreateAgreement, uow: UnitOfWork) -> Agreement:
         phone_mac = self._phone_mac(cmd.phone.e164)
         if cmd.request_id is not None:
-            existing = await uow.agreements.get_by_request_id_for_update(cmd.request_id)
+            existing = await uow.agreements.get_by_request_id(cmd.request_id)
             if existing is not None:
                 if not existing.same_request(cmd.id_hash, phone_mac):
                     raise errors.RequestIdConflict()

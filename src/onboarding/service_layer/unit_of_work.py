@@ -28,7 +28,12 @@ class AgreementRepository(Protocol):
 
     async def get_for_update(self, reference: UUID) -> Agreement | None: ...
 
-    async def get_by_request_id_for_update(self, request_id: str) -> Agreement | None: ...
+    async def get_by_request_id(self, request_id: str) -> Agreement | None:
+        """The agreement made with this request id, as committed, to answer a repeated
+        CreateAgreement with: read without a lock, and not saved if changed (``get_for_update``
+        is for changes). Two creates racing with one request id are settled by the database's
+        unique key: the loser's unit of work fails with a write conflict, and runs again."""
+        ...
 
     @property
     def seen(self) -> Iterator[Agreement]: ...

@@ -33,9 +33,7 @@ _INSERT_AGREEMENT = Statement(insert(agreements))
 _LOCK_BY_REFERENCE = Statement(
     select(agreements).where(agreements.c.reference == bindparam("key")).with_for_update()
 )
-_LOCK_BY_REQUEST_ID = Statement(
-    select(agreements).where(agreements.c.request_id == bindparam("key")).with_for_update()
-)
+_BY_REQUEST_ID = Statement(select(agreements).where(agreements.c.request_id == bindparam("key")))
 _UPDATE_AGREEMENT = Statement(update(agreements).where(agreements.c.reference == bindparam("key")))
 
 
@@ -119,8 +117,15 @@ class SqlAgreementRepository:
             return self._tracked[reference][0]
         return await self._load(_LOCK_BY_REFERENCE, reference)
 
-    async def get_by_request_id_for_update(self, request_id: str) -> Agreement | None:
-        return await self._load(_LOCK_BY_REQUEST_ID, request_id)
+    async def get_by_request_id(self, request_id: str) -> Agreement | None:
+        # Not tracked: nothing of it is written (see the protocol). On PostgreSQL a plain read
+        # also leaves a CreateAgreement without a transaction (see ``direct.PgConnection``).
+        found = await self._conn.fetch_one(_BY_REQUEST_ID, {"key": request_id})
+        if found is None:
+            return None
+        if found.reference in self._tracked:
+            return self._tracked[found.reference][0]
+        return self._from_row(found)
 
     async def flush(self) -> None:
         for reference, (agreement, loaded) in list(self._tracked.items()):
@@ -145,15 +150,18 @@ class SqlAgreementRepository:
             return None
         if found.reference in self._tracked:
             return self._tracked[found.reference][0]
-        phone = None
-        if found.phone_sealed is not None:
-            e164 = self._sealer.open(found.phone_sealed, found.reference.bytes).decode()
-            phone = PhoneNumber(e164)
-        agreement = agreement_from_row(found, phone)
+        agreement = self._from_row(found)
         loaded = agreement_to_row(agreement)
         loaded["phone_sealed"] = found.phone_sealed
         self._tracked[agreement.reference] = (agreement, loaded)
         return agreement
+
+    def _from_row(self, found: Any) -> Agreement:
+        phone = None
+        if found.phone_sealed is not None:
+            e164 = self._sealer.open(found.phone_sealed, found.reference.bytes).decode()
+            phone = PhoneNumber(e164)
+        return agreement_from_row(found, phone)
 
 
 class SqlPhoneQuotaRepository:
