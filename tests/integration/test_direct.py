@@ -23,6 +23,7 @@ from sqlalchemy.dialects import sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from onboarding.adapters.db import direct
+from onboarding.adapters.db.repositories import _SWAP_QUOTA
 from onboarding.adapters.db.tables import outbox_messages, phone_send_quotas
 from onboarding.service_layer.unit_of_work import OutgoingSms
 from tests.integration.conftest import (
@@ -39,6 +40,32 @@ def test_parameters_are_renumbered_after_the_parts_before_them() -> None:
     assert direct._renumbered("a = $1 AND b = $12 AND c = $2", 10) == (
         "a = $11 AND b = $22 AND c = $12"
     )
+
+
+def test_a_write_is_made_conditional_or_refused() -> None:
+    cond = "EXISTS (SELECT FROM g0)"
+    assert direct._only_if("INSERT INTO t (a, b) VALUES ($1::UUID, $2::VARCHAR)", cond) == (
+        "INSERT INTO t (a, b) SELECT $1::UUID, $2::VARCHAR WHERE EXISTS (SELECT FROM g0)"
+    )
+    assert direct._only_if("UPDATE t SET a=$1::INTEGER WHERE t.b = $2::UUID", cond) == (
+        "UPDATE t SET a=$1::INTEGER WHERE EXISTS (SELECT FROM g0) AND (t.b = $2::UUID)"
+    )
+    for refused in (
+        "INSERT INTO t (a) VALUES ($1::UUID) ON CONFLICT (a) DO NOTHING",
+        "UPDATE t SET a=$1::INTEGER WHERE t.b = $2::UUID RETURNING (t.a)",
+        "DELETE FROM t WHERE t.a = $1::UUID",
+    ):
+        with pytest.raises(ValueError, match="conditional"):
+            direct._only_if(refused, cond)
+
+
+@pytest.mark.parametrize("db_kind", ["sqlite"])
+async def test_a_closed_gate_on_sqlite_raises_at_once(fresh_engine: AsyncEngine) -> None:
+    """SQLite runs a queued write at once: a gate that returns no row raises there."""
+    stale = {"key": b"no such phone", "read": "", "send_times": "1"}
+    async with direct.transaction(fresh_engine) as tx:
+        with pytest.raises(direct.StaleRead):
+            tx.defer(_SWAP_QUOTA, stale, gate=True)
 
 
 def test_a_constant_default_is_taken_and_any_other_must_be_given() -> None:

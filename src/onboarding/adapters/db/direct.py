@@ -462,8 +462,9 @@ def _combined(batch: Sequence[tuple[_Compiled, list[Any], bool]]) -> tuple[str, 
     return sql, arguments, gated
 
 
-_INSERT_VALUES = re.compile(r"^(INSERT INTO \S+ \([^)]*\)) VALUES \((.*)\)$", re.DOTALL)
-_UPDATE_WHERE = re.compile(r"^(UPDATE \S+ SET .*?) WHERE (.*)$", re.DOTALL)
+# Anything else (ON CONFLICT, RETURNING, a subquery) does not match, and is refused.
+_INSERT_VALUES = re.compile(r"^(INSERT INTO \S+ \([^()]*\)) VALUES \(([^()]*)\)$")
+_UPDATE_WHERE = re.compile(r"^(UPDATE \S+ SET [^()]*?) WHERE ([^()]*)$")
 
 
 def _only_if(sql: str, condition: str) -> str:
