@@ -2,7 +2,10 @@
 
 Writes lock the rows they will change (``SELECT … FOR UPDATE`` on PostgreSQL; on SQLite the
 transaction began IMMEDIATE and holds the database's write lock), so rules such as "three tries
-per code" hold under concurrent calls: the check and the write see one consistent row.
+per code" hold under concurrent calls: the check and the write see one consistent row. One
+exception, on PostgreSQL: a phone's quota read before the transaction has begun is not locked,
+and is written only if it is still as read (see ``SqlPhoneQuotaRepository``); the rule holds
+the same way, and the loser of a race runs again.
 
 Statements are built once, with bind parameters, and run by the driver (see ``direct``). Writes
 whose results nobody reads are deferred: on PostgreSQL those of one commit go as one statement.
