@@ -22,6 +22,7 @@ from onboarding.adapters.db.reader import SqlAgreementReader
 from onboarding.adapters.db.tables import outbox_messages
 from tests.integration.conftest import MutableClock, new_agreement, unit_of_work
 from tests.integration.test_outbox_store import enqueue, sms
+from tests.integration.test_repositories import store
 
 pytestmark = pytest.mark.parametrize("db_kind", ["sqlite"])
 
@@ -93,12 +94,7 @@ async def test_nobody_else_reads_writes_not_yet_committed(engines: Engines) -> N
     engine = engines(60.0)
     agreement = new_agreement()
 
-    async def create() -> None:
-        async with unit_of_work(engine) as uow:
-            await uow.agreements.add(agreement)
-            await uow.commit()
-
-    creating = asyncio.create_task(create())
+    creating = asyncio.create_task(store(engine, agreement))
     await asyncio.sleep(0.05)
     assert not creating.done()
 

@@ -194,6 +194,8 @@ class SqliteConnection:
         #: None outside a write; else whether the write joined an open group.
         self._joined: bool | None = None
         self._released = False
+        #: A write transaction here begins at once (see ``PgConnection.begin_when_needed``).
+        self.begin_pending = False
 
     def _run(self, statement: Statement, values: Mapping[str, Any]) -> tuple[_Compiled, Any]:
         compiled = statement.compiled(self.dialect, values)

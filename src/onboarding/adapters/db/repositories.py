@@ -187,7 +187,7 @@ class SqlPhoneQuotaRepository:
         for quota, _stored, _unlocked in self._tracked:
             if quota.phone_mac == phone_mac:  # asked again in this unit of work: one row
                 return quota
-        unlocked = getattr(self._conn, "begin_pending", False) and not _contended(phone_mac)
+        unlocked = self._conn.begin_pending and not _contended(phone_mac)
         statement = _READ_QUOTA if unlocked else _LOCK_QUOTA[self._conn.dialect_name]
         found = await self._conn.fetch_one(statement, {"phone_mac": phone_mac})
         stored: str | None = found.send_times if found is not None else None
