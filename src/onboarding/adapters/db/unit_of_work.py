@@ -89,19 +89,22 @@ class SqlUnitOfWork(_SqlWork):
     async def flush(self) -> None:
         """Writes every change now, without committing."""
         assert self._conn is not None
-        await self.agreements.flush()
-        await self.phone_quotas.flush()
+        await self._queue_changes()
         await self._conn.send_deferred()
 
     async def commit(self) -> None:
         assert self._conn is not None
-        await self.agreements.flush()
-        await self.phone_quotas.flush()
+        await self._queue_changes()
         try:
             await self._conn.commit()  # sends the queued writes: perhaps as the only statement
         except direct.StaleRead:
             self.phone_quotas.lost_race()
             raise
+
+    async def _queue_changes(self) -> None:
+        """The repositories' changes, as writes queued on the connection (see ``direct``)."""
+        await self.agreements.flush()
+        await self.phone_quotas.flush()
 
 
 class SqlAutocommitWork(_SqlWork):
